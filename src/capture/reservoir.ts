@@ -1,0 +1,41 @@
+/**
+ * Reservoir sampling (Vitter's algorithm R) of samples per layer: after n samples have been
+ * offered, each one is held with probability capacity / n, so a shard is a uniform sample of its
+ * whole interval, not just its first batches, and memory never exceeds `capacity` samples.
+ */
+
+/** A small seeded generator (mulberry32): reproducible, and independent of Math.random. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Where each offered sample goes: a slot index, or -1 when it is not kept. */
+export class Reservoir {
+  /** Samples offered since the last reset. */
+  seen = 0;
+  constructor(
+    readonly capacity: number,
+    private readonly random: () => number,
+  ) {}
+
+  /** Decides slots for `count` new samples. */
+  offer(count: number): Int32Array {
+    const slots = new Int32Array(count);
+    for (let i = 0; i < count; i++) {
+      const n = this.seen++;
+      if (n < this.capacity) slots[i] = n;
+      else {
+        const j = Math.floor(this.random() * (n + 1));
+        slots[i] = j < this.capacity ? j : -1;
+      }
+    }
+    return slots;
+  }
+}

@@ -1,0 +1,304 @@
+/**
+ * ActivationSampler: hooks named layers (by wrapping the layer instance's `call`), keeps a bounded,
+ * reservoir-sampled cache of their outputs on the CPU, and saves it as a shard.
+ * Works in `model.fit`, `predict`, `apply` and custom loops, and for layers in nested models.
+ */
+import { tf } from '../backend.js';
+import { CaptureError } from '../errors.js';
+import { createLogger, type Logger } from '../logger.js';
+import { ShardWriter, type LayerBlock } from '../storage/shard-writer.js';
+import type { ShardRecord } from '../storage/manifest.js';
+import { autoDetectLayers, namedLayers, similarPaths } from './modules.js';
+import { Reservoir, seededRandom } from './reservoir.js';
+
+type Layer = tf.layers.Layer;
+type CallFn = Layer['call'];
+
+export interface ActivationSamplerOptions {
+  /** Dotted layer paths; null or omitted auto-detects. */
+  layers?: string[] | null;
+  /** Directory for shards and the manifest. @default './activations' */
+  saveDir?: string;
+  /** Samples per layer kept in the cache and written per shard. @default 10000 */
+  maxSamplesPerShard?: number;
+  /** @default Number(process.env.RANK) or 0 */
+  rank?: number;
+  /** @default false */
+  perRankShards?: boolean;
+  /** @default true */
+  verbose?: boolean;
+  /** Seed of the reservoir's random choices. @default 0 */
+  seed?: number;
+  /** Config recorded in the manifest. */
+  config?: Record<string, unknown>;
+  /** The guide's snake_case spellings. */
+  save_dir?: string;
+  max_samples_per_shard?: number;
+  per_rank_shards?: boolean;
+}
+
+export interface SamplerStatistics {
+  total_samples_saved: number;
+  current_cache_samples: number;
+  total_shards: number;
+  tracked_layers: string[];
+  /** Samples waiting in the cache, per layer. */
+  cache_samples_per_layer: Record<string, number>;
+}
+
+interface Hook {
+  layer: Layer;
+  ownCall: CallFn | undefined;
+}
+
+/** Which tensor of a layer's output is captured: the tensor, the first of a list, or hidden_states/latents/output of a dict. */
+export function pickActivation(output: unknown): tf.Tensor | null {
+  if (output instanceof tf.Tensor) return output;
+  if (Array.isArray(output)) return output[0] instanceof tf.Tensor ? output[0] : null;
+  if (output !== null && typeof output === 'object') {
+    for (const key of ['hidden_states', 'latents', 'output']) {
+      const v = (output as Record<string, unknown>)[key];
+      if (v instanceof tf.Tensor) return v;
+    }
+  }
+  return null;
+}
+
+/** Backends whose tensors live in CPU memory: reading them is a copy, so it is done at once. */
+const CPU_BACKENDS = new Set(['wasm', 'cpu', 'tensorflow']);
+
+export class ActivationSampler {
+  /** Cached samples per layer (each a Float32Array of one sample); a subclass may rewrite them before saving. */
+  activations: Record<string, Float32Array[]> = {};
+  /** Shape of one sample per layer (the output shape without the batch dimension). */
+  sampleShapes: Record<string, number[]> = {};
+  /** False pauses capture while hooks stay registered. */
+  enabled = true;
+  /** Capture only calls made with `training: true` (fit's training batches, not its validation). */
+  trainingOnly = false;
+  readonly saveDir: string;
+  readonly maxSamplesPerShard: number;
+  readonly rank: number;
+  /** Only rank 0 writes, unless perRankShards. */
+  readonly writes: boolean;
+  readonly writer: ShardWriter;
+  protected readonly logger: Logger;
+  private requested: string[] | null;
+  private tracked: string[] = [];
+  private hooks = new Map<string, Hook>();
+  private reservoirs: Record<string, Reservoir> = {};
+  private pending = new Set<Promise<void>>();
+  private readonly random: () => number;
+  private warnedShapes = new Set<string>();
+  private totalSaved = 0;
+  private shardCount = 0;
+  private captureError: Error | null = null;
+
+  constructor(options: ActivationSamplerOptions = {}) {
+    this.requested = options.layers ?? null;
+    this.saveDir = options.saveDir ?? options.save_dir ?? './activations';
+    this.maxSamplesPerShard = options.maxSamplesPerShard ?? options.max_samples_per_shard ?? 10000;
+    if (!Number.isInteger(this.maxSamplesPerShard) || this.maxSamplesPerShard < 1) {
+      throw new CaptureError(`Expected \`max_samples_per_shard\` to be an integer >= 1; got \`${this.maxSamplesPerShard}\``);
+    }
+    this.rank = options.rank ?? (Number(process.env.RANK ?? 0) || 0);
+    const perRank = options.perRankShards ?? options.per_rank_shards ?? false;
+    this.writes = this.rank === 0 || perRank;
+    this.logger = createLogger(options.verbose ?? true);
+    this.random = seededRandom(options.seed ?? 0);
+    this.writer = new ShardWriter({ dir: this.saveDir, rank: this.rank, perRankShards: perRank, config: options.config ?? {}, logger: this.logger });
+  }
+
+  /** The layer paths being captured. */
+  get trackedLayers(): string[] {
+    return [...this.tracked];
+  }
+
+  /**
+   * Hooks the requested layers of `model` (auto-detected when none were given). Returns the
+   * registered paths; a path the model does not have is skipped with a warning naming similar ones.
+   */
+  registerHooks(model: tf.LayersModel | Layer): string[] {
+    if (!this.writes) {
+      this.logger.info(`Rank ${this.rank}: not capturing (only rank 0 writes shards unless perRankShards is set)`);
+      return [];
+    }
+    const all = namedLayers(model);
+    let wanted = this.requested;
+    if (wanted === null) {
+      const detected = autoDetectLayers(model);
+      this.logger.info(`Auto-detected ${detected.reason}`);
+      wanted = detected.paths;
+    }
+    const byPath = new Map(all.map((n) => [n.path, n.layer]));
+    const registered: string[] = [];
+    for (const path of wanted) {
+      const layer = byPath.get(path);
+      if (!layer) {
+        const similar = similarPaths(path, [...byPath.keys()]);
+        this.logger.warn(`Layer \`${path}\` not found in the model; skipped${similar.length ? ` (similar: ${similar.join(', ')})` : ''}. Print listLayerPaths(model) to see every path.`);
+        continue;
+      }
+      if (!this.hooks.has(path)) this.hook(path, layer);
+      registered.push(path);
+    }
+    this.tracked = [...new Set([...this.tracked, ...registered])];
+    if (registered.length > 0) this.logger.info(`Registered hooks on ${registered.join(', ')}`);
+    else this.logger.warn('No layer was hooked; nothing will be captured');
+    return registered;
+  }
+
+  private hook(path: string, layer: Layer): void {
+    const ownCall = Object.hasOwn(layer, 'call') ? layer.call : undefined;
+    const original = layer.call;
+    const sampler = this;
+    layer.call = function (this: Layer, inputs, kwargs) {
+      const output = original.call(this, inputs, kwargs);
+      if (sampler.enabled && (!sampler.trainingOnly || kwargs?.training === true)) sampler.capture(path, output);
+      return output;
+    } as CallFn;
+    this.hooks.set(path, { layer, ownCall });
+  }
+
+  private capture(path: string, output: unknown): void {
+    const t = pickActivation(output);
+    if (!t || t.rank < 1) {
+      if (!this.warnedShapes.has(path)) {
+        this.warnedShapes.add(path);
+        this.logger.warn(`Layer \`${path}\` returned ${t ? 'a scalar' : 'no tensor'}; it cannot be captured`);
+      }
+      return;
+    }
+    const sampleShape = t.shape.slice(1) as number[];
+    const known = this.sampleShapes[path];
+    if (known && known.join(',') !== sampleShape.join(',')) {
+      if (!this.warnedShapes.has(path)) {
+        this.warnedShapes.add(path);
+        this.logger.warn(`Layer \`${path}\` changed its sample shape from [${known}] to [${sampleShape}]; samples of the new shape are skipped until the next shard`);
+      }
+      return;
+    }
+    this.sampleShapes[path] = sampleShape;
+    const reservoir = (this.reservoirs[path] ??= new Reservoir(this.maxSamplesPerShard, this.random));
+    const slots = reservoir.offer(t.shape[0]!);
+    if (!slots.some((s) => s >= 0)) return;
+    const target = (this.activations[path] ??= []);
+    const size = sampleShape.reduce((a, d) => a * d, 1);
+    const store = (values: ArrayLike<number>): void => {
+      for (let i = 0; i < slots.length; i++) {
+        const slot = slots[i]!;
+        if (slot < 0) continue;
+        const sample = new Float32Array(size);
+        if (values instanceof Float32Array) sample.set(values.subarray(i * size, (i + 1) * size));
+        else for (let j = 0; j < size; j++) sample[j] = values[i * size + j]!;
+        target[slot] = sample;
+      }
+    };
+    if (CPU_BACKENDS.has(tf.getBackend())) {
+      store(t.dataSync() as ArrayLike<number>);
+      return;
+    }
+    // GPU-resident tensors: keep a clone (no copy) past the step's tidy and read it asynchronously.
+    const kept = tf.keep(t.clone());
+    const p = kept
+      .data()
+      .then((values) => store(values as ArrayLike<number>))
+      .catch((err: Error) => {
+        this.captureError ??= err;
+      })
+      .finally(() => {
+        kept.dispose();
+        this.pending.delete(p);
+      });
+    this.pending.add(p);
+  }
+
+  /** Waits until every asynchronous read of captured activations has landed in the cache. */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+    if (this.captureError) {
+      const err = this.captureError;
+      this.captureError = null;
+      throw new CaptureError(`Reading a captured activation failed: ${err.message}`);
+    }
+  }
+
+  /** Samples in the cache per layer. */
+  private cacheCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [layer, acts] of Object.entries(this.activations)) out[layer] = acts.filter(Boolean).length;
+    return out;
+  }
+
+  /**
+   * Writes the cached samples as one shard (then empties the cache) and returns its path, or
+   * null when nothing was captured or this rank does not write.
+   */
+  async saveActivations(globalStep: number, metadata: Record<string, unknown> = {}): Promise<string | null> {
+    const record = await this.saveShard(globalStep, metadata);
+    return record ? `${this.writer.dir}/${record.file}` : null;
+  }
+
+  /** As saveActivations, returning the manifest record of the shard. */
+  protected async saveShard(globalStep: number, metadata: Record<string, unknown>): Promise<ShardRecord | null> {
+    if (!this.writes) return null;
+    if (!Number.isInteger(globalStep) || globalStep < 0) throw new CaptureError(`Expected \`global_step\` to be an integer >= 0; got \`${globalStep}\``);
+    // With nothing in flight the snapshot is taken synchronously, so a save started in the
+    // background holds exactly the steps before it.
+    if (this.pending.size > 0 || this.captureError) await this.flush();
+    const layers: Record<string, LayerBlock> = {};
+    for (const [layer, acts] of Object.entries(this.activations)) {
+      const samples = acts.filter(Boolean);
+      if (samples.length === 0) continue;
+      const size = samples[0]!.length;
+      const shape = this.sampleShapes[layer] ?? [size];
+      const data = new Float32Array(samples.length * size);
+      samples.forEach((s, i) => {
+        if (s.length !== size) throw new CaptureError(`Cached samples of \`${layer}\` differ in size (${s.length} vs ${size})`);
+        data.set(s, i * size);
+      });
+      layers[layer] = { shape: [samples.length, ...shape], data };
+    }
+    this.clearCache();
+    if (Object.keys(layers).length === 0) return null;
+    const { epoch, batch_idx: batchIdx, ...rest } = metadata;
+    const record = await this.writer.write({
+      layers,
+      globalStep,
+      epoch: typeof epoch === 'number' ? epoch : null,
+      batchIdx: typeof batchIdx === 'number' ? batchIdx : null,
+      metadata: rest,
+    });
+    this.shardCount++;
+    for (const n of Object.values(record.rows)) this.totalSaved += n;
+    this.logger.info(`Saved ${record.file} (${Object.entries(record.rows).map(([l, n]) => `${l}: ${n}`).join(', ')})`);
+    return record;
+  }
+
+  getStatistics(): SamplerStatistics {
+    const counts = this.cacheCounts();
+    return {
+      total_samples_saved: this.totalSaved,
+      current_cache_samples: Object.values(counts).reduce((a, b) => a + b, 0),
+      total_shards: this.shardCount,
+      tracked_layers: this.trackedLayers,
+      cache_samples_per_layer: counts,
+    };
+  }
+
+  /** Empties the cache and starts a new sampling interval (pending reads land in the old one). */
+  clearCache(): void {
+    this.activations = {};
+    this.reservoirs = {};
+    this.sampleShapes = {};
+  }
+
+  /** Restores every hooked layer's own `call`; nothing is captured afterwards. */
+  clearHooks(): void {
+    for (const { layer, ownCall } of this.hooks.values()) {
+      if (ownCall) layer.call = ownCall;
+      else delete (layer as unknown as Record<string, unknown>).call;
+    }
+    this.hooks.clear();
+  }
+}
