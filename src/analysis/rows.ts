@@ -1,27 +1,2 @@
-/**
- * What every analysis consumes: blocks of rows of one layer. A [B,T,D] activation arrives as
- * B·T rows of D. A RowSource can be iterated more than once (one pass per epoch or per stage).
- */
-export interface RowBatch {
-  /** Row-major values, `nRows × dim`. */
-  rows: Float32Array;
-  nRows: number;
-  dim: number;
-  /** Where the rows came from, for top-activating examples: shard file, global step, first row index in that shard. */
-  shard?: string;
-  globalStep?: number;
-  rowOffset?: number;
-}
-
-export type RowSource = () => AsyncIterable<RowBatch>;
-
-/** A RowSource over an in-memory matrix, cut into blocks (for tests and small uploads). */
-export function rowsFromMatrix(rows: Float32Array, dim: number, blockRows = 4096, shard = 'memory'): RowSource {
-  const nRows = Math.floor(rows.length / dim);
-  return async function* () {
-    for (let start = 0; start < nRows; start += blockRows) {
-      const end = Math.min(nRows, start + blockRows);
-      yield { rows: rows.subarray(start * dim, end * dim), nRows: end - start, dim, shard, rowOffset: start };
-    }
-  };
-}
+/** Row blocks are defined by the storage layer that yields them; analyses import them from here. */
+export * from '../storage/rows.js';

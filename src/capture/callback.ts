@@ -45,6 +45,9 @@ export class MechIntCallback extends tf.Callback {
       console.warn(`[MechInt] Saving activations at step ${this.globalStep} failed: ${err.message}`);
     });
     this.globalStep++;
+    // fit's loop only awaits microtasks; without a turn of the event loop the file I/O of a
+    // background save would never progress. One setImmediate per step while saving is enough.
+    if (this.hooks.saving) await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   override async onEpochEnd(epoch: number, logs?: Logs): Promise<void> {

@@ -78,6 +78,11 @@ export class MechIntHooks {
     return p;
   }
 
+  /** True while a shard write started by save() is still in flight. */
+  get saving(): boolean {
+    return this.saves.size > 0;
+  }
+
   /** Logs the sampler's statistics. */
   onEpochEnd(epoch?: number, _logs?: unknown): void {
     if (epoch !== undefined) this.lastEpoch = epoch;

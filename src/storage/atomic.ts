@@ -3,6 +3,7 @@
  * directory. A reader sees the old file or the whole new one, never half of it, even after a crash.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -85,4 +86,11 @@ export async function removeStaleTempFiles(dir: string): Promise<string[]> {
     removed.push(name);
   }
   return removed;
+}
+
+/** sha256 of a file, streamed. */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }

@@ -3,8 +3,6 @@
  * A new writer in a directory that already holds shards continues their numbering, adopts shards
  * a crash left out of the manifest, and removes temporary files of crashed writers.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -12,8 +10,7 @@ import { parseShardFileName, shardFileName } from '../constants.js';
 import { fromFloat32 } from '../formats/dtypes.js';
 import { readSafetensorsHeader, serializeSafetensors } from '../formats/safetensors.js';
 import { silentLogger, type Logger } from '../logger.js';
-import { removeStaleTempFiles } from './atomic.js';
-import { writeFileAtomic } from './atomic.js';
+import { removeStaleTempFiles, sha256File, writeFileAtomic } from './atomic.js';
 import { emptyManifest, manifestFileName, readManifest, writeManifest, type Manifest, type ShardRecord } from './manifest.js';
 
 /** One layer's samples: `data` is row-major with the full shape `[n, ...sampleShape]`. */
@@ -38,12 +35,6 @@ export interface ShardWriterOptions {
   /** The config to record in the manifest (snake_case). */
   config?: Record<string, unknown>;
   logger?: Logger;
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 export class ShardWriter {

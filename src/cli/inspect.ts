@@ -1,0 +1,82 @@
+/** `mechint inspect PATH [--json]`: what a shard directory or file holds, and whether it is intact. */
+import { sha256File } from '../storage/atomic.js';
+import { ShardReader } from '../storage/shard-reader.js';
+
+export interface InspectReport {
+  path: string;
+  manifest: { files: number; status: string | null; total_shards: number | null };
+  shards: {
+    file: string;
+    shard_id: number | null;
+    global_step: number | null;
+    rank: number | null;
+    bytes: number;
+    layers: Record<string, { shape: number[]; dtype: string; rows: number }>;
+    /** ok: matches the manifest; mismatch: differs; unlisted: no manifest lists it. */
+    checksum: 'ok' | 'mismatch' | 'unlisted';
+  }[];
+  missing: string[];
+  layers: { name: string; sample_shape: number[]; dim: number; dtype: string; rows: number; samples: number; shards: number; steps: number[] }[];
+  ok: boolean;
+}
+
+export async function inspectPath(path: string): Promise<InspectReport> {
+  const reader = await ShardReader.open(path, { verify: false });
+  const shards: InspectReport['shards'] = [];
+  for (const s of reader.shards) {
+    const layers: InspectReport['shards'][number]['layers'] = {};
+    for (const [name, t] of Object.entries(s.tensors)) {
+      const dim = t.shape.length <= 1 ? 1 : t.shape.at(-1)!;
+      layers[name] = { shape: t.shape, dtype: t.dtype, rows: dim === 0 ? 0 : t.shape.reduce((a, d) => a * d, 1) / dim };
+    }
+    const checksum = s.record ? ((await sha256File(s.path)) === s.record.sha256 ? 'ok' : 'mismatch') : 'unlisted';
+    shards.push({ file: s.file, shard_id: s.shardId, global_step: s.globalStep, rank: s.rank, bytes: s.bytes, layers, checksum });
+  }
+  const m = reader.manifests[0];
+  return {
+    path: reader.path,
+    manifest: { files: reader.manifests.length, status: m?.status ?? null, total_shards: reader.manifests.length ? reader.manifests.reduce((a, x) => a + x.shards.length, 0) : null },
+    shards,
+    missing: reader.missing,
+    layers: reader.layers().map((l) => ({ name: l.name, sample_shape: l.sampleShape, dim: l.dim, dtype: l.dtype, rows: l.rows, samples: l.samples, shards: l.shards, steps: l.steps })),
+    ok: reader.missing.length === 0 && shards.every((s) => s.checksum !== 'mismatch'),
+  };
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = -1;
+  do {
+    v /= 1024;
+    i++;
+  } while (v >= 1024 && i < units.length - 1);
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+export function formatInspect(r: InspectReport): string {
+  const out: string[] = [];
+  const total = r.shards.reduce((a, s) => a + s.bytes, 0);
+  out.push(`${r.path}: ${r.shards.length} shard(s), ${formatBytes(total)}` + (r.manifest.files ? `, manifest ${r.manifest.status ?? ''} (${r.manifest.total_shards} listed)` : ', no manifest'));
+  out.push('');
+  out.push(table(['layer', 'sample shape', 'rows', 'samples', 'shards', 'steps'], r.layers.map((l) => [
+    l.name, `[${l.sample_shape.join(', ')}]`, String(l.rows), String(l.samples), String(l.shards),
+    l.steps.length > 6 ? `${l.steps.slice(0, 3).join(', ')}, …, ${l.steps.at(-1)}` : l.steps.join(', '),
+  ])));
+  out.push('');
+  out.push(table(['shard', 'step', 'bytes', 'sha256', 'layers'], r.shards.map((s) => [
+    s.file, String(s.global_step ?? ''), formatBytes(s.bytes), s.checksum,
+    Object.entries(s.layers).map(([n, t]) => `${n} [${t.shape.join(',')}]`).join('; '),
+  ])));
+  if (r.missing.length > 0) out.push('', `Missing (listed in the manifest, not on disk): ${r.missing.join(', ')}`);
+  const bad = r.shards.filter((s) => s.checksum === 'mismatch');
+  if (bad.length > 0) out.push('', `Checksum mismatch: ${bad.map((s) => s.file).join(', ')}`);
+  return out.join('\n');
+}
