@@ -68,3 +68,24 @@ export class CaptureError extends MechIntError {
     super('MECHINT_ERR_CAPTURE', message, { statusCode: 500 });
   }
 }
+
+/** A pickle (e.g. a `.pt` file's data.pkl) uses an opcode or global outside the allowlist; nothing from it was run. */
+export class UnsafePickleError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_UNSAFE_PICKLE', message, { statusCode: 400 });
+  }
+}
+
+/** An analysis was given too few rows (or units) to compute what it reports. */
+export class InsufficientDataError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_INSUFFICIENT_DATA', message, { statusCode: 422 });
+  }
+}
+
+/** A model checkpoint cannot be written, or the metric it monitors is missing from the training logs. */
+export class CheckpointError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_CHECKPOINT', message, { statusCode: 500, ...options });
+  }
+}

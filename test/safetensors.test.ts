@@ -37,3 +37,40 @@ test('rejects tensors that leave a hole or overlap in the data buffer', () => {
   Buffer.from(bytes.buffer).write(header, 8);
   assert.throws(() => parseSafetensors(bytes), /hole/);
 });
+
+/** A safetensors file with a hand-written header. */
+function withHeader(header: string, dataBytes = 0): Uint8Array {
+  const json = Buffer.from(header, 'utf8');
+  const bytes = new Uint8Array(8 + json.length + dataBytes);
+  Buffer.from(bytes.buffer).writeBigUInt64LE(BigInt(json.length), 0);
+  bytes.set(json, 8);
+  return bytes;
+}
+
+test('rejects headers nested deeper than a safetensors header, before parsing them', () => {
+  assert.throws(() => parseSafetensors(withHeader('{"x":' + '['.repeat(100_000) + ']'.repeat(100_000) + '}'), 'deep.safetensors'), /deep\.safetensors: header nests deeper/);
+  // Brackets inside strings do not count.
+  const ok = withHeader(JSON.stringify({ __metadata__: { note: '[[[[{{{{' }, x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }), 4);
+  assert.deepEqual(parseSafetensors(ok).header.metadata, { note: '[[[[{{{{' });
+});
+
+test('rejects absurd shapes, offsets past the buffer and overlapping tensors', () => {
+  const cases: [object, RegExp][] = [
+    [{ x: { dtype: 'F32', shape: [2 ** 40, 2 ** 40], data_offsets: [0, 4] } }, /needs .* bytes but data_offsets span 4/],
+    [{ x: { dtype: 'F32', shape: [1], data_offsets: [0, 2 ** 60] } }, /invalid data_offsets/],
+    [{ x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, /cover 8 bytes but the data buffer holds 4/],
+    [{ x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, y: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, /overlap/],
+    [{ x: { dtype: 'F8_E4M3', shape: [4], data_offsets: [0, 4] } }, /unknown dtype "F8_E4M3"/],
+    [{ x: [1, 2] }, /is not an object/],
+    [{ __metadata__: { n: 1 } }, /__metadata__\.n is not a string/],
+  ];
+  for (const [header, message] of cases) assert.throws(() => parseSafetensors(withHeader(JSON.stringify(header), 4)), message);
+});
+
+test('a tensor named __proto__ is stored as a tensor, not as the prototype', () => {
+  const bytes = withHeader('{"__proto__":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 4);
+  const { tensors } = parseSafetensors(bytes);
+  assert.ok(Object.hasOwn(tensors, '__proto__'));
+  assert.equal(Object.getPrototypeOf(tensors), Object.prototype);
+  assert.deepEqual(Object.keys(tensors), ['__proto__']);
+});

@@ -63,6 +63,7 @@ export function readHeaderLength(first8: Uint8Array, fileSize: number, source = 
 /** Parses and validates a header; `dataLength` is the number of bytes after the header. */
 export function parseHeaderJson(json: Uint8Array, dataLength: number, source = 'safetensors file'): SafetensorsHeader {
   if (json[0] !== 0x7b) throw new FormatError(`${source}: header does not start with '{'`);
+  checkJsonNesting(json, source);
   let parsed: unknown;
   try {
     parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
@@ -77,19 +78,43 @@ export function parseHeaderJson(json: Uint8Array, dataLength: number, source = '
       if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FormatError(`${source}: __metadata__ is not an object`);
       for (const [k, v] of Object.entries(value)) {
         if (typeof v !== 'string') throw new FormatError(`${source}: __metadata__.${k} is not a string`);
-        metadata[k] = v;
+        setOwn(metadata, k, v);
       }
       continue;
     }
-    tensors[name] = parseEntry(name, value, source);
+    setOwn(tensors, name, parseEntry(name, value, source));
   }
   checkCoverage(tensors, dataLength, source);
   return { dataOffset: 8 + json.byteLength, metadata, tensors };
 }
 
+/** Defines an own property, so a name like `__proto__` is stored as data, never as the prototype. */
+function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
+/**
+ * A valid header nests at most 3 deep (header → entry → shape/offsets). Checking that on the raw
+ * bytes before JSON.parse keeps a hostile header from building deep or huge object graphs.
+ */
+function checkJsonNesting(json: Uint8Array, source: string): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i]!;
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > 3) throw new FormatError(`${source}: header nests deeper than a safetensors header can (3 levels: header, entry, shape)`);
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+}
+
 function parseEntry(name: string, value: unknown, source: string): SafetensorsEntry {
   const where = `${source}: tensor \`${name}\``;
-  if (value === null || typeof value !== 'object') throw new FormatError(`${where} is not an object`);
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new FormatError(`${where} is not an object`);
   const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
   if (!isDType(dtype)) throw new FormatError(`${where} has unknown dtype ${JSON.stringify(dtype)}`);
   if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
@@ -123,7 +148,7 @@ export function parseSafetensors(bytes: Uint8Array, source = 'safetensors file')
   const header = parseHeaderJson(bytes.subarray(8, 8 + n), bytes.byteLength - 8 - n, source);
   const tensors: Record<string, RawTensor> = {};
   for (const [name, e] of Object.entries(header.tensors)) {
-    tensors[name] = { dtype: e.dtype, shape: e.shape, data: bytes.subarray(header.dataOffset + e.begin, header.dataOffset + e.end) };
+    setOwn(tensors, name, { dtype: e.dtype, shape: e.shape, data: bytes.subarray(header.dataOffset + e.begin, header.dataOffset + e.end) });
   }
   return { header, tensors };
 }
@@ -137,7 +162,12 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
     await fh.read(first8, 0, Math.min(8, size), 0);
     const n = readHeaderLength(first8, size, path);
     const json = Buffer.alloc(n);
-    await fh.read(json, 0, n, 8);
+    // A read may return fewer bytes than asked; a file that shrank mid-read must not parse zeros.
+    for (let got = 0; got < n;) {
+      const { bytesRead } = await fh.read(json, got, n - got, 8 + got);
+      if (bytesRead === 0) throw new FormatError(`${path}: file ended inside the header`);
+      got += bytesRead;
+    }
     return { ...parseHeaderJson(json, size - 8 - n, path), fileSize: size };
   } finally {
     await fh.close();

@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, rename, unlink } from 'node:fs/promises';
+import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 const TMP_MARK = '.tmp-';
@@ -18,29 +18,17 @@ export function isTempFile(name: string): boolean {
 export async function writeFileAtomic(path: string, chunks: Uint8Array[]): Promise<{ bytes: number; sha256: string }> {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}${TMP_MARK}${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
+  const fh = await open(tmp, 'w');
   const hash = createHash('sha256');
   let bytes = 0;
-  for (const c of chunks) {
-    hash.update(c);
-    bytes += c.byteLength;
-  }
-  const fh = await open(tmp, 'w');
   try {
-    // writev takes at most IOV_MAX buffers at once and may write partially: loop until done.
-    let pending = chunks.filter((c) => c.byteLength > 0);
-    while (pending.length > 0) {
-      const batch = pending.slice(0, 1024);
-      let { bytesWritten } = await fh.writev(batch);
-      const rest: Uint8Array[] = [];
-      for (const c of batch) {
-        if (bytesWritten >= c.byteLength) bytesWritten -= c.byteLength;
-        else {
-          rest.push(c.subarray(bytesWritten));
-          bytesWritten = 0;
-        }
-      }
-      pending = [...rest, ...pending.slice(batch.length)];
+    // The write runs in libuv's thread pool while this thread hashes the same bytes.
+    const written = writeAll(fh, chunks.filter((c) => c.byteLength > 0));
+    for (const c of chunks) {
+      hash.update(c);
+      bytes += c.byteLength;
     }
+    await written;
     await fh.sync();
   } catch (err) {
     await fh.close().catch(() => {});
@@ -51,6 +39,24 @@ export async function writeFileAtomic(path: string, chunks: Uint8Array[]): Promi
   await rename(tmp, path);
   await syncDir(dir);
   return { bytes, sha256: hash.digest('hex') };
+}
+
+/** writev takes at most IOV_MAX buffers at once and may write partially: loop until done. */
+async function writeAll(fh: FileHandle, chunks: Uint8Array[]): Promise<void> {
+  let pending = chunks;
+  while (pending.length > 0) {
+    const batch = pending.slice(0, 1024);
+    let { bytesWritten } = await fh.writev(batch);
+    const rest: Uint8Array[] = [];
+    for (const c of batch) {
+      if (bytesWritten >= c.byteLength) bytesWritten -= c.byteLength;
+      else {
+        rest.push(c.subarray(bytesWritten));
+        bytesWritten = 0;
+      }
+    }
+    pending = [...rest, ...pending.slice(batch.length)];
+  }
 }
 
 async function syncDir(dir: string): Promise<void> {
