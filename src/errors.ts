@@ -89,3 +89,31 @@ export class CheckpointError extends MechIntError {
     super('MECHINT_ERR_CHECKPOINT', message, { statusCode: 500, ...options });
   }
 }
+
+/** The S3 bucket named by `s3_bucket` (or an s3:// URL) does not exist at the endpoint. */
+export class S3BucketMissingError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_S3_BUCKET_MISSING', message, { statusCode: 404, ...options });
+  }
+}
+
+/** S3 refused the credentials from the standard AWS chain (wrong key, no permission on the bucket or prefix). */
+export class S3AccessDeniedError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_S3_ACCESS_DENIED', message, { statusCode: 403, ...options });
+  }
+}
+
+/** The S3 endpoint cannot be reached, does not answer in time, or answers with a server error. */
+export class S3EndpointError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_S3_ENDPOINT', message, { statusCode: 502, ...options });
+  }
+}
+
+/** An upload finished but S3 holds something else (size or checksum differ), or shards are still not uploaded. */
+export class S3UploadError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_S3_UPLOAD', message, { statusCode: 502, ...options });
+  }
+}

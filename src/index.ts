@@ -36,3 +36,27 @@ export { ShardReader, loadLayerMatrix, type ShardInfo, type LayerSummary, type O
 export { readManifest, parseManifest, type Manifest, type ShardRecord, type UploadState } from './storage/manifest.js';
 export { writeFileAtomic, sha256File } from './storage/atomic.js';
 export { rowsFromMatrix, type RowBatch, type RowSource } from './storage/rows.js';
+
+// Analysis
+export { AnalysisRunner, type EvalRunnerOptions, type RunMechintEvalArgs, type EvalResults } from './analysis/runner.js';
+export { getAnalysis, analysisNames, registerAnalysis } from './analysis/registry.js';
+export type { AnalysisDefinition, AnalysisContext, AnalysisProgress, AnalysisResults, EvalData } from './analysis/types.js';
+export { runNeuronAnalysis, type NeuronAnalysisOptions, type NeuronAnalysisResult } from './analysis/neuron.js';
+export { runFeatureAnalysis, kmeans, adjustedRandIndex, type FeatureAnalysisOptions, type FeatureAnalysisResult, type ClusterResult } from './analysis/feature.js';
+export { symmetricEigen, CovarianceAccumulator } from './analysis/linalg.js';
+export { runSaeAnalysis, type SaeResult, type SaeContext, type SaeEpochInfo } from './analysis/sae.js';
+export { resolveSaeOptions, type SaeOptions, type ResolvedSaeOptions, type SaeNormalize } from './analysis/sae-options.js';
+export { loadSae, saveSae, encodeSae, decodeSae, saeWeightsPath, SAE_WEIGHTS_DIR, type SaeWeights } from './analysis/sae-weights.js';
+export { SAE_ARCHITECTURES, getSaeArchitecture } from './analysis/sae-registry.js';
+export type { SaeArchitecture, SaeArchitectureName } from './analysis/sae-common.js';
+export type { TopLatent, TopRow } from './analysis/sae-top-rows.js';
+export { createRng, type Rng } from './analysis/prng.js';
+
+// Report
+export { EvalMechIntRunner, type ExportedFiles } from './report/eval-runner.js';
+export { renderMarkdown } from './report/markdown.js';
+export { runProbeAnalysis, alignForProbe, type ProbeOptions, type ProbeResult, type ProbeTargetResult } from './analysis/probe.js';
+export { crossValidatedR2 } from './analysis/ridge.js';
+export { withIntervention, ablateUnits, patchActivations, addDirection, recordActivations, predictAll, type InterventionFn, type RecordedActivation } from './capture/interventions.js';
+export { hookLayerCall, type OutputHook } from './capture/layer-hook.js';
+export { silhouetteScore, type KMeansOptions, type KMeansResult } from './analysis/kmeans.js';

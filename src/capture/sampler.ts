@@ -8,11 +8,11 @@ import { CaptureError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { ShardWriter, type LayerBlock } from '../storage/shard-writer.js';
 import type { ShardRecord } from '../storage/manifest.js';
+import { hookLayerCall } from './layer-hook.js';
 import { autoDetectLayers, namedLayers, similarPaths } from './modules.js';
 import { Reservoir, seededRandom } from './reservoir.js';
 
 type Layer = tf.layers.Layer;
-type CallFn = Layer['call'];
 
 export interface ActivationSamplerOptions {
   /** Dotted layer paths; null or omitted auto-detects. */
@@ -46,10 +46,6 @@ export interface SamplerStatistics {
   cache_samples_per_layer: Record<string, number>;
 }
 
-interface Hook {
-  layer: Layer;
-  ownCall: CallFn | undefined;
-}
 
 /** Which tensor of a layer's output is captured: the tensor, the first of a list, or hidden_states/latents/output of a dict. */
 export function pickActivation(output: unknown): tf.Tensor | null {
@@ -85,7 +81,7 @@ export class ActivationSampler {
   protected readonly logger: Logger;
   private requested: string[] | null;
   private tracked: string[] = [];
-  private hooks = new Map<string, Hook>();
+  private hooks = new Map<string, () => void>();
   private reservoirs: Record<string, Reservoir> = {};
   private pending = new Set<Promise<void>>();
   private readonly random: () => number;
@@ -149,15 +145,11 @@ export class ActivationSampler {
   }
 
   private hook(path: string, layer: Layer): void {
-    const ownCall = Object.hasOwn(layer, 'call') ? layer.call : undefined;
-    const original = layer.call;
-    const sampler = this;
-    layer.call = function (this: Layer, inputs, kwargs) {
-      const output = original.call(this, inputs, kwargs);
-      if (sampler.enabled && (!sampler.trainingOnly || kwargs?.training === true)) sampler.capture(path, output);
+    const undo = hookLayerCall(layer, (output, kwargs) => {
+      if (this.enabled && (!this.trainingOnly || kwargs?.training === true)) this.capture(path, output);
       return output;
-    } as CallFn;
-    this.hooks.set(path, { layer, ownCall });
+    });
+    this.hooks.set(path, undo);
   }
 
   private capture(path: string, output: unknown): void {
@@ -295,10 +287,7 @@ export class ActivationSampler {
 
   /** Restores every hooked layer's own `call`; nothing is captured afterwards. */
   clearHooks(): void {
-    for (const { layer, ownCall } of this.hooks.values()) {
-      if (ownCall) layer.call = ownCall;
-      else delete (layer as unknown as Record<string, unknown>).call;
-    }
+    for (const undo of this.hooks.values()) undo();
     this.hooks.clear();
   }
 }

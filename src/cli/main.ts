@@ -1,6 +1,7 @@
 /** The `mechint` command line. */
 import { Command, CommanderError } from 'commander';
 import { MechIntError } from '../errors.js';
+import { registerAnalyzeCommand } from './analyze.js';
 import { formatInspect, inspectPath } from './inspect.js';
 
 function buildProgram(): Command {
@@ -22,6 +23,7 @@ function buildProgram(): Command {
       if (!report.ok) process.exitCode = 1;
     });
 
+  registerAnalyzeCommand(program);
   return program;
 }
 

@@ -1,0 +1,51 @@
+/** The analyses, registered by name in one place (nothing registers itself on import). */
+import { runFeatureAnalysis } from './feature.js';
+import { runNeuronAnalysis } from './neuron.js';
+import { runProbeAnalysis } from './probe.js';
+import { runSaeAnalysis } from './sae.js';
+import type { AnalysisDefinition } from './types.js';
+
+const builtins: AnalysisDefinition[] = [
+  {
+    name: 'neuron',
+    description: 'per-unit mean, max, std, activation frequency and dead units',
+    run: (rows, options) => runNeuronAnalysis(rows, options),
+  },
+  {
+    name: 'feature',
+    description: 'PCA explained variance, participation ratio and k-means clusters on the top PCs',
+    run: (rows, options) => runFeatureAnalysis(rows, options),
+  },
+  {
+    name: 'sae',
+    description: 'a sparse autoencoder (TopK or ReLU+L1) trained on the layer\'s rows',
+    run: (rows, options, ctx) =>
+      runSaeAnalysis(rows, options, {
+        layer: ctx.layer,
+        ...(ctx.outputDir === undefined ? {} : { outputDir: ctx.outputDir }),
+        onEpoch: (e) => ctx.onProgress?.({ analysis: 'sae', layer: ctx.layer, stage: 'epoch', epoch: e.epoch, epochs: e.epochs }),
+      }),
+  },
+  {
+    name: 'probe',
+    description: 'cross-validated linear-probe R² of known targets (e.g. ground-truth latents) from each layer',
+    needsModel: true,
+    needsEvalData: true,
+    run: (_rows, options, ctx) => runProbeAnalysis(options, ctx),
+  },
+];
+
+const registry = new Map<string, AnalysisDefinition>(builtins.map((a) => [a.name, a]));
+
+export function getAnalysis(name: string): AnalysisDefinition | undefined {
+  return registry.get(name);
+}
+
+export function analysisNames(): string[] {
+  return [...registry.keys()];
+}
+
+/** Adds (or replaces) an analysis under its name. */
+export function registerAnalysis(def: AnalysisDefinition): void {
+  registry.set(def.name, def);
+}

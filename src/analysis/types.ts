@@ -1,0 +1,53 @@
+/** What an analysis is given besides the rows of one layer, and how it is registered. */
+import type { tf } from '../backend.js';
+import type { MechIntConfig } from '../config.js';
+import type { RowSource } from '../storage/rows.js';
+
+/** Evaluation data for analyses that run the model (probe, causal, circuit, steering). */
+export interface EvalData {
+  /** Model inputs, batch-first. */
+  inputs: tf.Tensor | tf.Tensor[];
+  /** Targets for the model's loss (causal analysis measures the change of the eval loss). */
+  targets?: tf.Tensor | tf.Tensor[];
+  /** Corrupted inputs for activation patching; made by a corruption option when absent. */
+  corruptedInputs?: tf.Tensor | tf.Tensor[];
+  /** Arrays a linear probe predicts from each layer: name → values with batch first ([N, k] or [N, T, k]). */
+  probeTargets?: Record<string, { data: Float32Array; shape: number[] }>;
+}
+
+export interface AnalysisProgress {
+  analysis: string;
+  layer: string;
+  stage: 'start' | 'epoch' | 'done' | 'error';
+  epoch?: number;
+  epochs?: number;
+  message?: string;
+}
+
+export interface AnalysisContext {
+  layer: string;
+  config: MechIntConfig;
+  /** Where weights and other files of the analysis may be written. */
+  outputDir?: string;
+  model: tf.LayersModel | null;
+  evalData: EvalData | null;
+  /** Results of analyses that already ran in this evaluation, by analysis then layer. */
+  previous: Record<string, Record<string, unknown>>;
+  /** All sampled layers in this evaluation, in order. */
+  layers: string[];
+  /** Rows of any sampled layer (for analyses that relate layers). */
+  rowsOf: (layer: string) => RowSource;
+  onProgress?: (p: AnalysisProgress) => void;
+}
+
+export interface AnalysisDefinition {
+  name: string;
+  /** One line for the report and --help. */
+  description: string;
+  needsModel?: boolean;
+  needsEvalData?: boolean;
+  run(rows: RowSource, options: Record<string, unknown>, ctx: AnalysisContext): Promise<object>;
+}
+
+/** Analysis results: analysis name → layer → result (or `{ error }`), or `{ error }` for the whole analysis. */
+export type AnalysisResults = Record<string, Record<string, unknown>>;

@@ -1,0 +1,55 @@
+/**
+ * EvalMechIntRunner: the guide's runner. Analyses come from AnalysisRunner; this adds
+ * `exportResults(dir)`: mechint_results.json, mechint_report.md, and the analyses' files (SAE weights).
+ */
+import { cp, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { AnalysisRunner } from '../analysis/runner.js';
+import { REPORT_MD_FILE, RESULTS_JSON_FILE } from '../constants.js';
+import { ConfigError } from '../errors.js';
+import { renderMarkdown } from './markdown.js';
+import { jsonSafe } from './results.js';
+
+export interface ExportedFiles {
+  dir: string;
+  json: string;
+  markdown: string;
+  /** Other files written (SAE weights), relative to `dir`. */
+  files: string[];
+}
+
+/** Makes absolute paths under `from` relative to the export directory. */
+function relocate(value: unknown, from: string): unknown {
+  if (typeof value === 'string') return value.startsWith(from + '/') ? value.slice(from.length + 1) : value;
+  if (Array.isArray(value)) return value.map((v) => relocate(v, from));
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, relocate(v, from)]));
+  return value;
+}
+
+async function listFiles(dir: string, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    if (e.isDirectory()) out.push(...(await listFiles(join(dir, e.name), `${prefix}${e.name}/`)));
+    else out.push(`${prefix}${e.name}`);
+  }
+  return out;
+}
+
+export class EvalMechIntRunner extends AnalysisRunner {
+  /** Writes the results of the last runMechintEval to `dir`. */
+  async exportResults(dir: string): Promise<ExportedFiles> {
+    if (!this.results) throw new ConfigError('Nothing to export: call runMechintEval first');
+    const out = resolve(dir);
+    await mkdir(out, { recursive: true });
+    const from = this.filesDir;
+    const files = from ? await listFiles(from) : [];
+    if (from && files.length > 0) await cp(from, out, { recursive: true });
+    const results = jsonSafe(from ? relocate(this.results, from) : this.results) as typeof this.results;
+    const meta = { ...(this.summary ?? {}), created: new Date().toISOString(), files };
+    const json = join(out, RESULTS_JSON_FILE);
+    const markdown = join(out, REPORT_MD_FILE);
+    await writeFile(json, JSON.stringify({ ...results, meta }, null, 2) + '\n');
+    await writeFile(markdown, renderMarkdown(results, { ...(this.summary ?? {}), created: this.summary?.started ?? meta.created }));
+    return { dir: out, json, markdown, files };
+  }
+}
