@@ -6,7 +6,10 @@ import { tempDir } from './helpers.js';
 test('analysing shards several times the block budget keeps heap growth bounded by the block, not the data', async () => {
   const dir = await tempDir();
   // 96 MB of shards, read in blocks of 512 rows × 256 × 4 B = 0.5 MB.
-  const run = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', 'test/fixtures/memory-child.ts', dir, '96', '512'], { encoding: 'utf8' });
+  const child = (...args: string[]) => spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', 'test/fixtures/memory-child.ts', ...args], { encoding: 'utf8' });
+  const written = child('write', dir, '96');
+  assert.equal(written.status, 0, written.stderr);
+  const run = child('analyze', dir, '96', '512');
   assert.equal(run.status, 0, run.stderr);
   const { data_bytes, n_rows, peak_growth_bytes } = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
   assert.ok(data_bytes > 90e6);
