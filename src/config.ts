@@ -5,7 +5,7 @@
  */
 import { ConfigError } from './errors.js';
 
-export const ANALYSIS_NAMES = ['sae', 'neuron', 'feature', 'circuit', 'causal', 'probe'] as const;
+export const ANALYSIS_NAMES = ['sae', 'neuron', 'feature', 'circuit', 'causal', 'probe', 'steering', 'dynamics'] as const;
 export type AnalysisName = (typeof ANALYSIS_NAMES)[number];
 export const STORAGE_BACKENDS = ['local', 's3', 'both'] as const;
 export type StorageBackend = (typeof STORAGE_BACKENDS)[number];
@@ -33,6 +33,16 @@ export interface MechIntOptions {
   s3Endpoint?: string | null;
   /** Path-style S3 URLs (most S3-compatible stores need it). @default false */
   s3ForcePathStyle?: boolean;
+  /** Shard uploads running at once in the background. @default 4 */
+  s3UploadConcurrency?: number;
+  /** Longest wait for one S3 request before it fails and is retried (a hung endpoint never hangs training). @default 30000 */
+  s3RequestTimeoutMs?: number;
+  /** First retry delay of a failed upload; it doubles per failure, with jitter. @default 500 */
+  s3RetryBaseMs?: number;
+  /** Longest retry delay. @default 30000 */
+  s3RetryMaxMs?: number;
+  /** How long the end of training waits for pending uploads; what remains stays pending for `mechint sync`. @default 120000 */
+  s3UploadTimeoutMs?: number;
   /** At most this many rows per layer wait in the cache; one shard holds at most this many. @default 10000 */
   maxActivationsPerShard?: number;
   /** Run feature steering experiments at evaluation. @default false */
@@ -58,6 +68,11 @@ export const SNAKE_CASE_KEYS = {
   s3Prefix: 's3_prefix',
   s3Endpoint: 's3_endpoint',
   s3ForcePathStyle: 's3_force_path_style',
+  s3UploadConcurrency: 's3_upload_concurrency',
+  s3RequestTimeoutMs: 's3_request_timeout_ms',
+  s3RetryBaseMs: 's3_retry_base_ms',
+  s3RetryMaxMs: 's3_retry_max_ms',
+  s3UploadTimeoutMs: 's3_upload_timeout_ms',
   maxActivationsPerShard: 'max_activations_per_shard',
   enableFeatureSteering: 'enable_feature_steering',
   verbose: 'verbose',
@@ -89,6 +104,11 @@ export const DEFAULTS = {
   s3Prefix: 'neurofmx/activations',
   s3Endpoint: null,
   s3ForcePathStyle: false,
+  s3UploadConcurrency: 4,
+  s3RequestTimeoutMs: 30_000,
+  s3RetryBaseMs: 500,
+  s3RetryMaxMs: 30_000,
+  s3UploadTimeoutMs: 120_000,
   maxActivationsPerShard: 10000,
   enableFeatureSteering: false,
   verbose: true,
@@ -114,6 +134,11 @@ function fail(key: OptionKey, expected: string, value: unknown): never {
 
 function positiveInt(key: OptionKey, v: unknown): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail(key, 'an integer >= 1', v);
+  return v;
+}
+
+function nonNegativeInt(key: OptionKey, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) fail(key, 'an integer >= 0', v);
   return v;
 }
 
@@ -159,6 +184,11 @@ export class MechIntConfig {
   readonly s3Prefix: string;
   readonly s3Endpoint: string | null;
   readonly s3ForcePathStyle: boolean;
+  readonly s3UploadConcurrency: number;
+  readonly s3RequestTimeoutMs: number;
+  readonly s3RetryBaseMs: number;
+  readonly s3RetryMaxMs: number;
+  readonly s3UploadTimeoutMs: number;
   readonly maxActivationsPerShard: number;
   readonly enableFeatureSteering: boolean;
   readonly verbose: boolean;
@@ -199,6 +229,12 @@ export class MechIntConfig {
     this.s3Endpoint = nullableString('s3Endpoint', get('s3Endpoint'));
     if (this.s3Endpoint !== null && !/^https?:\/\/[^\s/]+/.test(this.s3Endpoint)) fail('s3Endpoint', 'an http(s) URL', this.s3Endpoint);
     this.s3ForcePathStyle = bool('s3ForcePathStyle', get('s3ForcePathStyle'));
+    this.s3UploadConcurrency = positiveInt('s3UploadConcurrency', get('s3UploadConcurrency'));
+    this.s3RequestTimeoutMs = positiveInt('s3RequestTimeoutMs', get('s3RequestTimeoutMs'));
+    this.s3RetryBaseMs = positiveInt('s3RetryBaseMs', get('s3RetryBaseMs'));
+    this.s3RetryMaxMs = positiveInt('s3RetryMaxMs', get('s3RetryMaxMs'));
+    if (this.s3RetryMaxMs < this.s3RetryBaseMs) fail('s3RetryMaxMs', `an integer >= s3_retry_base_ms (${this.s3RetryBaseMs})`, this.s3RetryMaxMs);
+    this.s3UploadTimeoutMs = nonNegativeInt('s3UploadTimeoutMs', get('s3UploadTimeoutMs'));
     this.maxActivationsPerShard = positiveInt('maxActivationsPerShard', get('maxActivationsPerShard'));
     this.enableFeatureSteering = bool('enableFeatureSteering', get('enableFeatureSteering'));
     this.verbose = bool('verbose', get('verbose'));

@@ -5,6 +5,8 @@ export const SHARD_PREFIX = 'activations_shard_';
 export const SHARD_EXTENSION = '.safetensors';
 export const RESULTS_JSON_FILE = 'mechint_results.json';
 export const REPORT_MD_FILE = 'mechint_report.md';
+export const REPORT_HTML_FILE = 'report.html';
+export const CHARTS_DIR = 'charts';
 export const LOG_PREFIX = '[MechInt]';
 
 /** `activations_shard_000003_step_600.safetensors`, or with a rank: `..._rank_1.safetensors`. */

@@ -117,3 +117,73 @@ export class S3UploadError extends MechIntError {
     super('MECHINT_ERR_S3_UPLOAD', message, { statusCode: 502, ...options });
   }
 }
+
+/** A request lacks `Authorization: Bearer <key>` or carries the wrong key (the server has an API key). */
+export class UnauthorizedError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_UNAUTHORIZED', message, { statusCode: 401 });
+  }
+}
+
+/** An upload or request body is larger than the server's limit. */
+export class UploadTooLargeError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_UPLOAD_TOO_LARGE', message, { statusCode: 413, ...options });
+  }
+}
+
+/** A request or uploaded file is of a type the server does not take (by content type or magic bytes). */
+export class UnsupportedMediaError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_UNSUPPORTED_MEDIA', message, { statusCode: 415, ...options });
+  }
+}
+
+/** No job has this id (it never existed, or finished long enough ago to be forgotten). */
+export class JobNotFoundError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_JOB_NOT_FOUND', message, { statusCode: 404 });
+  }
+}
+
+/** A request body, field or parameter is malformed or missing. */
+export class BadRequestError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_BAD_REQUEST', message, { statusCode: 400, ...options });
+  }
+}
+
+/** An analysis needs a model (or eval data) that the server was not started with. */
+export class ModelRequiredError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_MODEL_REQUIRED', message, { statusCode: 422 });
+  }
+}
+
+/** A job was cancelled (DELETE /interpret/jobs/:id) before it finished. */
+export class JobCancelledError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_JOB_CANCELLED', message, { statusCode: 409 });
+  }
+}
+
+/** Too many analysis jobs are waiting; retry later. */
+export class ServerBusyError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_SERVER_BUSY', message, { statusCode: 503 });
+  }
+}
+
+/** No route answers this method and path. */
+export class RouteNotFoundError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_ROUTE_NOT_FOUND', message, { statusCode: 404 });
+  }
+}
+
+/** Something failed that is not the client's fault (a worker crashed, an unexpected exception). */
+export class InternalServerError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_INTERNAL', message, { statusCode: 500, ...options });
+  }
+}

@@ -60,3 +60,42 @@ export { crossValidatedR2 } from './analysis/ridge.js';
 export { withIntervention, ablateUnits, patchActivations, addDirection, recordActivations, predictAll, type InterventionFn, type RecordedActivation } from './capture/interventions.js';
 export { hookLayerCall, type OutputHook } from './capture/layer-hook.js';
 export { silhouetteScore, type KMeansOptions, type KMeansResult } from './analysis/kmeans.js';
+export { runDynamicsAnalysis, type DynamicsResult, type StepSummary } from './analysis/dynamics.js';
+export { analysesFor } from './analysis/runner.js';
+export { runCausalAnalysis, resolveCausalOptions, type CausalOptions, type CausalResult, type UnitEffect, type PatchingResult } from './analysis/causal.js';
+export { runCircuitAnalysis, resolveCircuitOptions, type CircuitOptions, type CircuitResult, type CircuitNode, type CircuitEdge } from './analysis/circuit.js';
+export { steer, runSteeringAnalysis, resolveSteeringOptions, type SteerOptions, type SteeringCurve, type SteeringHeadCurve, type SteeringOptions, type SteeringResult, type SteeredLatent } from './analysis/steering.js';
+export { corruptInputs, CORRUPTIONS } from './analysis/model-runs.js';
+export { withInterventionSync, tileBatch, replaceUnitsPerVariant, addDirectionPerVariant, watchLayer } from './capture/interventions.js';
+export { renderHtml, markdownToHtml } from './report/html.js';
+export { analysisTitle, sectionLines } from './report/sections.js';
+export { renderSvg, type Chart, type ChartSpec } from './report/charts.js';
+
+// Storage backends
+export { LocalStore, S3Store, storeFromUrl, parseS3Url, isS3Url, streamToBuffer, type Store, type ObjectInfo, type ByteRange, type PutBody, type PutOptions } from './storage/store.js';
+export type { S3StoreOptions } from './storage/s3-store.js';
+export { UploadQueue, type UploadQueueOptions, type UploadQueueStats, type UploadJob } from './storage/upload-queue.js';
+export { ShardUploader, type UploadWaitResult } from './storage/shard-uploader.js';
+export { syncDirectory, type SyncOptions, type SyncReport } from './storage/sync.js';
+export { remoteFromConfig, s3StoreOptions } from './storage/remote-config.js';
+export type { ShardRemoteOptions } from './storage/shard-writer.js';
+
+// Model files and the embedded demo
+export { fileSystem, registerFileRouter } from './modelio/file-handler.js';
+export { ModelCheckpoint, readCheckpointInfo, type ModelCheckpointOptions, type CheckpointInfo, type CheckpointMode } from './modelio/checkpoint.js';
+export { generateSyntheticNeuralData, splitTrials, selectTrials, SeededRandom, type SyntheticDataOptions, type SyntheticNeuralData, type SplitOptions } from './demo/synthetic.js';
+export {
+  createNeuroFMXMini, compileNeuroFMXMini, buildFitData, toModelInput, evaluateBehaviorR2, rSquared, loadNeuroFMXMini, registerNeuroFMXMiniLayers,
+  maskedPoissonLoss, meanSquaredErrorLoss, selectiveScan, NEUROFMX_MINI_LAYER_PATHS, NEUROFMX_MINI_DEMO_DEFAULTS,
+  PopulationTokenizer, SelectiveSSMBlock, PerceiverCrossAttention, PopTAggregator, BehaviorReadout,
+  type NeuroFMXMiniOptions, type CompileOptions, type FitData, type FitDataOptions,
+} from './demo/neurofmx-mini.js';
+export { runDemo, DEMO_LAYERS, type DemoOptions, type DemoSummary, type DemoProgress } from './demo/run.js';
+
+// Server
+export { buildApp, DEFAULT_HOST, DEFAULT_PORT, type BuildAppOptions } from './server/app.js';
+export { mechintRoutes, type MechIntRoutesOptions } from './server/routes.js';
+export { CacheIndex, type CacheIndexOptions, type LayerView } from './server/cache-index.js';
+export { JobManager, type JobManagerOptions, type JobView, type JobState } from './server/jobs.js';
+export { API_KEY_ENV } from './server/auth.js';
+export { executionOrder } from './capture/interventions.js';

@@ -13,8 +13,8 @@ import type { AnalysisContext } from './types.js';
 export interface ProbeOptions {
   /** Cross-validation folds (over trials). @default 5 */
   folds?: number;
-  /** Ridge strength relative to the mean feature variance. @default 1e-3 */
-  ridge?: number;
+  /** Ridge strength relative to the mean feature variance, or 'auto' (nested cross-validation over a grid). @default 'auto' */
+  ridge?: number | 'auto';
   /** Seed of the fold split and the shuffled control. @default 0 */
   seed?: number;
   /** Probe only these targets. @default all */
@@ -25,6 +25,8 @@ export interface ProbeTargetResult {
   /** Cross-validated R² (variance-weighted over target dimensions). */
   r2: number;
   r2_per_dim: number[];
+  /** Ridge strength chosen in each fold. */
+  ridge_chosen: number[];
   /** The same probe with targets shuffled across trials: the chance level. */
   control_r2_shuffled: number;
   n_rows: number;
@@ -40,13 +42,13 @@ export interface ProbeResult {
 }
 
 function resolve(options: Record<string, unknown>): Required<Omit<ProbeOptions, 'targets'>> & { targets: string[] | null } {
-  const out = { folds: 5, ridge: 1e-3, seed: 0, targets: null as string[] | null };
+  const out = { folds: 5, ridge: 'auto' as number | 'auto', seed: 0, targets: null as string[] | null };
   for (const [key, value] of Object.entries(options)) {
     if (key === 'folds' || key === 'n_folds') {
       if (!Number.isInteger(value) || (value as number) < 2) throw new ConfigError(`Expected \`folds\` to be an integer >= 2; got \`${String(value)}\``);
       out.folds = value as number;
     } else if (key === 'ridge' || key === 'alpha') {
-      if (typeof value !== 'number' || !(value > 0)) throw new ConfigError(`Expected \`ridge\` to be a number > 0; got \`${String(value)}\``);
+      if (value !== 'auto' && (typeof value !== 'number' || !(value > 0))) throw new ConfigError(`Expected \`ridge\` to be a number > 0 or 'auto'; got \`${String(value)}\``);
       out.ridge = value;
     } else if (key === 'seed') {
       if (!Number.isInteger(value)) throw new ConfigError(`Expected \`seed\` to be an integer; got \`${String(value)}\``);
@@ -118,7 +120,7 @@ export async function runProbeAnalysis(options: Record<string, unknown>, ctx: Pi
     const a = alignForProbe(act, target);
     const cv = crossValidatedR2(a.X, a.Y, a.rows, a.d, a.k, a.groups, o);
     const control = crossValidatedR2(a.X, shuffleTrials(a.Y, a.rows, a.k, a.groups, o.seed), a.rows, a.d, a.k, a.groups, o);
-    out[name] = { r2: cv.r2, r2_per_dim: cv.r2_per_dim, control_r2_shuffled: control.r2, n_rows: a.rows, n_features: a.d, n_target_dims: a.k, alignment: a.alignment };
+    out[name] = { r2: cv.r2, r2_per_dim: cv.r2_per_dim, ridge_chosen: cv.ridge_chosen, control_r2_shuffled: control.r2, n_rows: a.rows, n_features: a.d, n_target_dims: a.k, alignment: a.alignment };
   }
   return { targets: out, folds: o.folds };
 }

@@ -1,8 +1,12 @@
 /** The analyses, registered by name in one place (nothing registers itself on import). */
+import { runCausalAnalysis } from './causal.js';
+import { runCircuitAnalysis } from './circuit.js';
+import { runDynamicsAnalysis } from './dynamics.js';
 import { runFeatureAnalysis } from './feature.js';
 import { runNeuronAnalysis } from './neuron.js';
 import { runProbeAnalysis } from './probe.js';
 import { runSaeAnalysis } from './sae.js';
+import { runSteeringAnalysis } from './steering.js';
 import type { AnalysisDefinition } from './types.js';
 
 const builtins: AnalysisDefinition[] = [
@@ -27,11 +31,36 @@ const builtins: AnalysisDefinition[] = [
       }),
   },
   {
+    name: 'dynamics',
+    description: 'per training step (shard global step): activation frequency and magnitude, dead units, variance in the top PCs',
+    run: (rows, options) => runDynamicsAnalysis(rows, options),
+  },
+  {
     name: 'probe',
     description: 'cross-validated linear-probe R² of known targets (e.g. ground-truth latents) from each layer',
     needsModel: true,
     needsEvalData: true,
     run: (_rows, options, ctx) => runProbeAnalysis(options, ctx),
+  },
+  {
+    name: 'causal',
+    description: 'unit and layer ablation effects on the eval loss (or outputs), and activation patching from clean into corrupted inputs',
+    needsModel: true,
+    needsEvalData: true,
+    run: (_rows, options, ctx) => runCausalAnalysis(options, ctx),
+  },
+  {
+    name: 'circuit',
+    description: 'gradient × activation edges from each sampled layer to the next (units or SAE latents), top-K checked by ablation',
+    needsModel: true,
+    run: (_rows, options, ctx) => runCircuitAnalysis(options, ctx),
+  },
+  {
+    name: 'steering',
+    description: 'output changes when adding α × a top SAE latent\'s decoder direction at the layer (enableFeatureSteering)',
+    needsModel: true,
+    needsEvalData: true,
+    run: (_rows, options, ctx) => runSteeringAnalysis(options, ctx),
   },
 ];
 

@@ -13,7 +13,7 @@ import { CheckpointError, MechIntError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { appendAnalysisHistory } from '../storage/history.js';
 import type { RowSource } from '../storage/rows.js';
-import { ShardReader } from '../storage/shard-reader.js';
+import { ShardReader, type OpenShardsOptions } from '../storage/shard-reader.js';
 import { getAnalysis } from './registry.js';
 import type { AnalysisContext, AnalysisProgress, AnalysisResults, EvalData } from './types.js';
 
@@ -24,6 +24,8 @@ export interface EvalRunnerOptions {
   blockRows?: number;
   /** Called as analyses start, progress and finish (the CLI draws its progress bar from it). */
   onProgress?: (p: AnalysisProgress) => void;
+  /** How shards are opened (S3 endpoint and path style for `s3://` paths, checksum verification). */
+  shards?: OpenShardsOptions;
   /** Loads a checkpoint for `runMechintEval({ checkpointPath })`. */
   loadCheckpoint?: (path: string) => Promise<tf.LayersModel>;
 }
@@ -31,7 +33,7 @@ export interface EvalRunnerOptions {
 export interface RunMechintEvalArgs {
   /** A checkpoint (model.json directory) loaded into the runner's model before the analyses. */
   checkpointPath?: string;
-  /** A shard directory or shard file. */
+  /** A shard directory, a shard file, or `s3://bucket/prefix`. */
   hiddenShardsPath: string;
   /** Inputs (and targets) for analyses that run the model. */
   evalData?: EvalData | null;
@@ -48,6 +50,16 @@ export interface EvalResults {
 function errorResult(err: unknown): { error: string; code?: string } {
   if (err instanceof MechIntError) return { error: err.message, code: err.code };
   return { error: err instanceof Error ? err.message : String(err) };
+}
+
+/** The analyses of a config in run order: `enableFeatureSteering` adds 'steering' right after 'sae' (it steers along SAE latents). */
+export function analysesFor(config: MechIntConfig): string[] {
+  const names: string[] = [...config.analysesToRun];
+  if (config.enableFeatureSteering && !names.includes('steering')) {
+    const sae = names.indexOf('sae');
+    names.splice(sae < 0 ? names.length : sae + 1, 0, 'steering');
+  }
+  return names;
 }
 
 export class AnalysisRunner {
@@ -74,7 +86,7 @@ export class AnalysisRunner {
 
   /** Opens the shards at a path (the guide's `_load_activations`). */
   async loadActivations(path: string): Promise<ShardReader> {
-    return ShardReader.open(path);
+    return ShardReader.open(path, this.options.shards);
   }
 
   /** Where analyses write files (SAE weights) until exportResults copies them. */
@@ -173,14 +185,15 @@ export class AnalysisRunner {
     const layers = args.layers ?? this.layersFor(acts);
     const analyses: AnalysisResults = {};
     this.results = { config: this.config.toJSON(), analyses };
-    for (const name of this.config.analysesToRun) {
+    const names = analysesFor(this.config);
+    for (const name of names) {
       this.logger.info(`Running ${name} analysis on ${layers.join(', ')}`);
       analyses[name] = await this.runAnalysis(name, acts, { layers, evalData: args.evalData ?? null, previous: analyses });
     }
     this.summary = { shards_path: acts.path, layers, started: started.toISOString(), seconds: (Date.now() - started.getTime()) / 1000 };
     const isDir = await stat(acts.path).then((s) => s.isDirectory(), () => false);
     if (isDir) {
-      await appendAnalysisHistory(acts.path, { timestamp: started.toISOString(), analyses: [...this.config.analysesToRun], layers }).catch(() => false);
+      await appendAnalysisHistory(acts.path, { timestamp: started.toISOString(), analyses: names, layers }).catch(() => false);
     }
     return this.results;
   }

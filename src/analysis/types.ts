@@ -7,8 +7,8 @@ import type { RowSource } from '../storage/rows.js';
 export interface EvalData {
   /** Model inputs, batch-first. */
   inputs: tf.Tensor | tf.Tensor[];
-  /** Targets for the model's loss (causal analysis measures the change of the eval loss). */
-  targets?: tf.Tensor | tf.Tensor[];
+  /** Targets for the model's loss (causal analysis measures the change of the eval loss): one per output, or by output name. */
+  targets?: tf.Tensor | tf.Tensor[] | Record<string, tf.Tensor>;
   /** Corrupted inputs for activation patching; made by a corruption option when absent. */
   corruptedInputs?: tf.Tensor | tf.Tensor[];
   /** Arrays a linear probe predicts from each layer: name → values with batch first ([N, k] or [N, T, k]). */

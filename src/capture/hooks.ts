@@ -6,6 +6,7 @@
 import type { tf } from '../backend.js';
 import { MechIntConfig, type MechIntConfigInput } from '../config.js';
 import { createLogger, type Logger } from '../logger.js';
+import { remoteFromConfig } from '../storage/remote-config.js';
 import { ActivationSampler } from './sampler.js';
 
 export interface TrainingStepInfo {
@@ -46,7 +47,12 @@ export class MechIntHooks {
 
   /** Hooks the configured layers of `model` (auto-detected when sampleLayers is null). Returns the paths. */
   registerHooks(model: tf.LayersModel | tf.layers.Layer, _trainer?: unknown): string[] {
-    this.sampler ??= this.createSampler();
+    if (!this.sampler) {
+      this.sampler = this.createSampler();
+      // 's3' and 'both': the writer uploads in the background (set before its first write).
+      const remote = this.sampler.writes ? remoteFromConfig(this.config) : null;
+      if (remote) this.sampler.writer.useRemote(remote);
+    }
     return this.sampler.registerHooks(model);
   }
 
@@ -78,9 +84,11 @@ export class MechIntHooks {
     return p;
   }
 
-  /** True while a shard write started by save() is still in flight. */
+  /** True while a shard write started by save(), or a background upload, is still in flight. */
   get saving(): boolean {
-    return this.saves.size > 0;
+    // Uploads count too: fit's callback turns the event loop once per step while this is true,
+    // which is what lets sockets and retry timers make progress during model.fit.
+    return this.saves.size > 0 || (this.sampler?.writer.uploading ?? false);
   }
 
   /** Logs the sampler's statistics. */
@@ -102,10 +110,33 @@ export class MechIntHooks {
         await this.save(this.lastStep ?? lastSaved, this.lastEpoch ?? undefined);
       }
       if (sampler.writes && sampler.writer.records.length > 0) await sampler.writer.finish();
+      if (sampler.writes) await this.waitForUploads(sampler);
     } finally {
       sampler.clearHooks();
     }
     const s = sampler.getStatistics();
     if (sampler.writes) this.logger.info(`Training done: ${s.total_shards} shard(s), ${s.total_samples_saved} samples, manifest at ${sampler.writer.dir}/${sampler.writer.manifestFile}`);
+  }
+
+  /** Waits up to s3UploadTimeoutMs for background uploads, then stops them and says what remains. */
+  private async waitForUploads(sampler: ActivationSampler): Promise<void> {
+    const uploads = sampler.writer.uploads;
+    if (!uploads) return;
+    try {
+      const r = await sampler.writer.waitForUploads(this.config.s3UploadTimeoutMs);
+      if (r.done) this.logger.info(`Uploaded every shard and the manifest to ${uploads.store.url}`);
+      else {
+        const why = uploads.queue.haltedBy ? ` (${uploads.queue.haltedBy.message})` : uploads.queue.inOutage ? ' (S3 is not answering)' : '';
+        const where = `${sampler.writer.dir}`;
+        const flush = `Upload them with \`mechint sync ${where}\`, or start the next run with the same storage_path.`;
+        this.logger.warn(
+          r.pending > 0
+            ? `${r.pending} shard(s) not uploaded to ${uploads.store.url} within ${this.config.s3UploadTimeoutMs} ms${why}; they stay in ${where} with upload state pending. ${flush}`
+            : `The manifest was not uploaded to ${uploads.store.url} within ${this.config.s3UploadTimeoutMs} ms${why}. ${flush.replace('them', 'it')}`,
+        );
+      }
+    } finally {
+      sampler.writer.closeUploads();
+    }
   }
 }

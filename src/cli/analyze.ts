@@ -4,8 +4,9 @@ import { MechIntConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { EvalMechIntRunner } from '../report/eval-runner.js';
 import { createProgress } from './progress.js';
+import { addS3Options, shardSourceFromFlags, type S3Flags } from './s3-flags.js';
 
-export interface AnalyzeFlags {
+export interface AnalyzeFlags extends S3Flags {
   out: string;
   analyses?: string;
   layers?: string;
@@ -50,8 +51,10 @@ export function analyzeConfig(flags: AnalyzeFlags): MechIntConfig {
 
 export async function runAnalyze(path: string, flags: AnalyzeFlags): Promise<void> {
   const config = analyzeConfig(flags);
+  const source = shardSourceFromFlags(path, flags);
   const progress = createProgress();
   const runner = new EvalMechIntRunner(null, config, {
+    shards: source.options,
     ...(flags.blockRows === undefined ? {} : { blockRows: intFlag('block-rows', flags.blockRows)! }),
     onProgress: (p) => {
       const epoch = p.epochs ? ` epoch ${p.epoch}/${p.epochs}` : '';
@@ -59,8 +62,8 @@ export async function runAnalyze(path: string, flags: AnalyzeFlags): Promise<voi
     },
   });
   try {
-    progress.update(`loading ${path}`);
-    const results = await runner.runMechintEval({ hiddenShardsPath: path });
+    progress.update(`loading ${source.path}`);
+    const results = await runner.runMechintEval({ hiddenShardsPath: source.path });
     const files = await runner.exportResults(flags.out);
     progress.done();
     const failed = Object.entries(results.analyses).flatMap(([name, byLayer]) =>
@@ -82,10 +85,10 @@ export async function runAnalyze(path: string, flags: AnalyzeFlags): Promise<voi
 }
 
 export function registerAnalyzeCommand(program: Command): Command {
-  return program
+  const cmd = program
     .command('analyze')
     .description('Run analyses (sae, neuron, feature, ...) on a shard directory or file and write mechint_results.json and mechint_report.md')
-    .argument('<path>', 'shard directory or shard file')
+    .argument('<path>', 'shard directory, shard file, or s3://bucket/prefix')
     .requiredOption('--out <dir>', 'directory for the results')
     .option('--analyses <list>', 'comma-separated analyses (default: sae,neuron,feature)')
     .option('--layers <list>', 'comma-separated layer paths (default: every layer in the shards)')
@@ -95,6 +98,6 @@ export function registerAnalyzeCommand(program: Command): Command {
     .option('--sae-epochs <n>', 'SAE training epochs')
     .option('--seed <n>', 'seed for SAE and clustering')
     .option('--block-rows <n>', 'rows read per block (the memory bound)')
-    .option('--json', 'print a JSON summary')
-    .action((path: string, flags: AnalyzeFlags) => runAnalyze(path, flags));
+    .option('--json', 'print a JSON summary');
+  return addS3Options(cmd).action((path: string, flags: AnalyzeFlags) => runAnalyze(path, flags));
 }

@@ -1,6 +1,7 @@
 /** `mechint inspect PATH [--json]`: what a shard directory or file holds, and whether it is intact. */
-import { sha256File } from '../storage/atomic.js';
-import { ShardReader } from '../storage/shard-reader.js';
+import type { Command } from 'commander';
+import { ShardReader, type OpenShardsOptions } from '../storage/shard-reader.js';
+import { addS3Options, shardSourceFromFlags, type S3Flags } from './s3-flags.js';
 
 export interface InspectReport {
   path: string;
@@ -20,8 +21,8 @@ export interface InspectReport {
   ok: boolean;
 }
 
-export async function inspectPath(path: string): Promise<InspectReport> {
-  const reader = await ShardReader.open(path, { verify: false });
+export async function inspectPath(path: string, options: OpenShardsOptions = {}): Promise<InspectReport> {
+  const reader = await ShardReader.open(path, { ...options, verify: false });
   const shards: InspectReport['shards'] = [];
   for (const s of reader.shards) {
     const layers: InspectReport['shards'][number]['layers'] = {};
@@ -29,7 +30,7 @@ export async function inspectPath(path: string): Promise<InspectReport> {
       const dim = t.shape.length <= 1 ? 1 : t.shape.at(-1)!;
       layers[name] = { shape: t.shape, dtype: t.dtype, rows: dim === 0 ? 0 : t.shape.reduce((a, d) => a * d, 1) / dim };
     }
-    const checksum = s.record ? ((await sha256File(s.path)) === s.record.sha256 ? 'ok' : 'mismatch') : 'unlisted';
+    const checksum = s.record ? ((await reader.sha256Of(s)) === s.record.sha256 ? 'ok' : 'mismatch') : 'unlisted';
     shards.push({ file: s.file, shard_id: s.shardId, global_step: s.globalStep, rank: s.rank, bytes: s.bytes, layers, checksum });
   }
   const m = reader.manifests[0];
@@ -79,4 +80,18 @@ export function formatInspect(r: InspectReport): string {
   const bad = r.shards.filter((s) => s.checksum === 'mismatch');
   if (bad.length > 0) out.push('', `Checksum mismatch: ${bad.map((s) => s.file).join(', ')}`);
   return out.join('\n');
+}
+
+export function registerInspectCommand(program: Command): Command {
+  const cmd = program
+    .command('inspect')
+    .description('List a shard directory or file: layers, shapes, rows, steps, bytes, and whether each shard matches the manifest')
+    .argument('<path>', 'shard directory, shard file, or s3://bucket/prefix')
+    .option('--json', 'print JSON');
+  return addS3Options(cmd).action(async (path: string, opts: S3Flags & { json?: boolean }) => {
+    const source = shardSourceFromFlags(path, opts);
+    const report = await inspectPath(source.path, source.options);
+    console.log(opts.json ? JSON.stringify(report, null, 2) : formatInspect(report));
+    if (!report.ok) process.exitCode = 1;
+  });
 }

@@ -2,7 +2,10 @@
 import { Command, CommanderError } from 'commander';
 import { MechIntError } from '../errors.js';
 import { registerAnalyzeCommand } from './analyze.js';
-import { formatInspect, inspectPath } from './inspect.js';
+import { registerDemoCommand } from './demo.js';
+import { registerInspectCommand } from './inspect.js';
+import { registerServeCommand } from './serve.js';
+import { registerSyncCommand } from './sync.js';
 
 function buildProgram(): Command {
   const program = new Command();
@@ -12,18 +15,11 @@ function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
 
-  program
-    .command('inspect')
-    .description('List a shard directory or file: layers, shapes, rows, steps, bytes, and whether each shard matches the manifest')
-    .argument('<path>', 'shard directory or shard file')
-    .option('--json', 'print JSON')
-    .action(async (path: string, opts: { json?: boolean }) => {
-      const report = await inspectPath(path);
-      console.log(opts.json ? JSON.stringify(report, null, 2) : formatInspect(report));
-      if (!report.ok) process.exitCode = 1;
-    });
-
+  registerInspectCommand(program);
+  registerDemoCommand(program);
   registerAnalyzeCommand(program);
+  registerServeCommand(program);
+  registerSyncCommand(program);
   return program;
 }
 

@@ -5,15 +5,17 @@
 import { cp, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AnalysisRunner } from '../analysis/runner.js';
-import { REPORT_MD_FILE, RESULTS_JSON_FILE } from '../constants.js';
+import { CHARTS_DIR, REPORT_HTML_FILE, REPORT_MD_FILE, RESULTS_JSON_FILE } from '../constants.js';
 import { ConfigError } from '../errors.js';
-import { renderMarkdown } from './markdown.js';
+import { renderHtml } from './html.js';
+import { renderMarkdown, type ChartFiles } from './markdown.js';
 import { jsonSafe } from './results.js';
 
 export interface ExportedFiles {
   dir: string;
   json: string;
   markdown: string;
+  html: string;
   /** Other files written (SAE weights), relative to `dir`. */
   files: string[];
 }
@@ -48,8 +50,21 @@ export class EvalMechIntRunner extends AnalysisRunner {
     const meta = { ...(this.summary ?? {}), created: new Date().toISOString(), files };
     const json = join(out, RESULTS_JSON_FILE);
     const markdown = join(out, REPORT_MD_FILE);
+    const html = join(out, REPORT_HTML_FILE);
+    const when = { ...(this.summary ?? {}), created: this.summary?.started ?? meta.created };
     await writeFile(json, JSON.stringify({ ...results, meta }, null, 2) + '\n');
-    await writeFile(markdown, renderMarkdown(results, { ...(this.summary ?? {}), created: this.summary?.started ?? meta.created }));
-    return { dir: out, json, markdown, files };
+    // The same SVG charts go inline into report.html and as files beside the Markdown report.
+    const page = await renderHtml(results, when);
+    const chartFiles: ChartFiles = {};
+    await mkdir(join(out, CHARTS_DIR), { recursive: true });
+    for (const c of page.charts) {
+      const file = `${CHARTS_DIR}/${c.id}.svg`;
+      await writeFile(join(out, file), c.svg);
+      ((chartFiles[c.analysis] ??= {})[c.layer] ??= []).push({ file, title: c.title });
+      files.push(file);
+    }
+    await writeFile(html, page.html);
+    await writeFile(markdown, renderMarkdown(results, when, chartFiles));
+    return { dir: out, json, markdown, html, files };
   }
 }

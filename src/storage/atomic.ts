@@ -14,8 +14,12 @@ export function isTempFile(name: string): boolean {
   return name.startsWith('.') && name.includes(TMP_MARK);
 }
 
-/** Writes chunks to `path` atomically; returns the byte count and sha256 of what was written. */
-export async function writeFileAtomic(path: string, chunks: Uint8Array[]): Promise<{ bytes: number; sha256: string }> {
+/**
+ * Writes chunks to `path` atomically; returns the byte count and sha256 of what was written.
+ * `syncDir: false` skips the directory fsync when the caller writes (and syncs) another file of
+ * the same directory right after, which makes both renames durable at once.
+ */
+export async function writeFileAtomic(path: string, chunks: Uint8Array[], options: { syncDir?: boolean } = {}): Promise<{ bytes: number; sha256: string }> {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}${TMP_MARK}${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
   const fh = await open(tmp, 'w');
@@ -37,7 +41,7 @@ export async function writeFileAtomic(path: string, chunks: Uint8Array[]): Promi
   }
   await fh.close();
   await rename(tmp, path);
-  await syncDir(dir);
+  if (options.syncDir !== false) await syncDir(dir);
   return { bytes, sha256: hash.digest('hex') };
 }
 
@@ -59,7 +63,8 @@ async function writeAll(fh: FileHandle, chunks: Uint8Array[]): Promise<void> {
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
+/** fsync of a directory, so renames inside it survive a crash (skipped where unsupported). */
+export async function syncDir(dir: string): Promise<void> {
   try {
     const fh = await open(dir, 'r');
     try {

@@ -29,6 +29,8 @@ export interface ShardRecord {
   sha256: string;
   created: string;
   upload: UploadState;
+  /** With storage_backend 's3' or 'both': where the shard goes in the store (`s3://bucket/prefix/file`). */
+  remote_uri?: string;
 }
 
 export interface AnalysisHistoryEntry {

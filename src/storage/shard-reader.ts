@@ -1,17 +1,21 @@
 /**
- * Reads shard directories (manifest optional: the guide's `activations_shard_*` glob works too)
- * and single shard files, and streams one layer's rows in blocks. Memory is bounded by the block
- * size, not by the size of the shards: safetensors tensors are read by byte range.
+ * Reads shard directories (manifest optional: the guide's `activations_shard_*` glob works too),
+ * single shard files and `s3://bucket/prefix` URLs, and streams one layer's rows in blocks.
+ * Memory is bounded by the block size, not by the size of the shards: safetensors tensors are
+ * read by byte range (file reads, or range GETs from S3).
  */
+import { createHash } from 'node:crypto';
 import { open, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MANIFEST_FILE, parseShardFileName } from '../constants.js';
 import { NoShardsError, ShardChecksumError, FormatError, LayerNotFoundError } from '../errors.js';
 import { DTYPE_BYTES, toFloat32, type DType } from '../formats/dtypes.js';
-import { readSafetensorsHeader } from '../formats/safetensors.js';
+import { parseHeaderJson, readHeaderLength, readSafetensorsHeader, type SafetensorsHeader } from '../formats/safetensors.js';
 import type { RowBatch, RowSource } from './rows.js';
 import { sha256File } from './atomic.js';
-import { readManifest, type Manifest, type ShardRecord } from './manifest.js';
+import { parseManifest, readManifest, type Manifest, type ShardRecord } from './manifest.js';
+import type { S3StoreOptions } from './s3-store.js';
+import { isS3Url, storeFromUrl, type Store } from './store.js';
 
 export interface ShardTensorInfo {
   dtype: DType;
@@ -23,6 +27,7 @@ export interface ShardTensorInfo {
 
 export interface ShardInfo {
   file: string;
+  /** Absolute local path, or `s3://bucket/key` for a shard in S3. */
   path: string;
   shardId: number | null;
   globalStep: number | null;
@@ -60,12 +65,28 @@ async function manifestsIn(dir: string): Promise<Manifest[]> {
 }
 
 async function describe(path: string, record: ShardRecord | null): Promise<ShardInfo> {
-  const file = basename(path);
-  const parsed = parseShardFileName(file);
-  if (!file.endsWith('.safetensors')) {
+  if (!basename(path).endsWith('.safetensors')) {
     throw new FormatError(`${path}: only .safetensors shards can be streamed by this reader`);
   }
-  const header = await readSafetensorsHeader(path);
+  return describeHeader(basename(path), path, await readSafetensorsHeader(path), record);
+}
+
+/** The first bytes of a remote shard hold its header; one GET usually covers it, a second fetches the rest. */
+const REMOTE_HEAD_BYTES = 64 * 1024;
+
+async function describeRemote(store: Store, file: string, size: number, record: ShardRecord | null): Promise<ShardInfo> {
+  const uri = store.uri(file);
+  if (!file.endsWith('.safetensors')) throw new FormatError(`${uri}: only .safetensors shards can be streamed by this reader`);
+  let head = await store.getBytes(file, { start: 0, end: Math.min(size, REMOTE_HEAD_BYTES) });
+  const n = readHeaderLength(head.subarray(0, 8), size, uri);
+  if (head.length < 8 + n) head = Buffer.concat([head, await store.getBytes(file, { start: head.length, end: 8 + n })]);
+  if (head.length < 8 + n) throw new FormatError(`${uri}: object ended inside the header`);
+  const header = { ...parseHeaderJson(head.subarray(8, 8 + n), size - 8 - n, uri), fileSize: size };
+  return describeHeader(file, uri, header, record);
+}
+
+function describeHeader(file: string, path: string, header: SafetensorsHeader & { fileSize: number }, record: ShardRecord | null): ShardInfo {
+  const parsed = parseShardFileName(file);
   const tensors: Record<string, ShardTensorInfo> = {};
   for (const [name, e] of Object.entries(header.tensors)) {
     tensors[name] = { dtype: e.dtype, shape: e.shape, start: header.dataOffset + e.begin, end: header.dataOffset + e.end };
@@ -87,7 +108,13 @@ async function describe(path: string, record: ShardRecord | null): Promise<Shard
 export interface OpenShardsOptions {
   /** Check each shard's sha256 against the manifest before its rows are used. @default true */
   verify?: boolean;
+  /** For `s3://` paths: endpoint, path style, timeouts (credentials come from the standard AWS chain). */
+  s3?: Omit<S3StoreOptions, 'bucket' | 'prefix'>;
+  /** Read from this store instead of the one the path names (`path` is then only a label). */
+  store?: Store;
 }
+
+const MANIFEST_NAME = /^manifest(_rank_\d+)?\.json$/;
 
 /** The shards at a path: a directory (with or without a manifest) or one shard file. */
 export class ShardReader {
@@ -98,16 +125,20 @@ export class ShardReader {
   readonly missing: string[];
   private readonly verify: boolean;
   private verified = new Set<string>();
+  /** The store remote shards are read from; null for local paths. */
+  private readonly store: Store | null;
 
-  private constructor(path: string, shards: ShardInfo[], manifests: Manifest[], verify: boolean, missing: string[] = []) {
+  private constructor(path: string, shards: ShardInfo[], manifests: Manifest[], verify: boolean, missing: string[] = [], store: Store | null = null) {
     this.path = path;
     this.missing = missing;
     this.shards = shards;
     this.manifests = manifests;
     this.verify = verify;
+    this.store = store;
   }
 
   static async open(path: string, options: OpenShardsOptions = {}): Promise<ShardReader> {
+    if (options.store || isS3Url(path)) return ShardReader.openStore(path, options.store ?? storeFromUrl(path, options.s3), options.verify ?? true);
     const abs = resolve(path);
     let st;
     try {
@@ -141,6 +172,32 @@ export class ShardReader {
     return new ShardReader(abs, shards, manifests, verify, missing);
   }
 
+  /** Shards in a store (S3): manifests and shards directly under its prefix, headers read by range. */
+  private static async openStore(label: string, store: Store, verify: boolean): Promise<ShardReader> {
+    const objects = (await store.list()).filter((o) => !o.key.includes('/'));
+    const manifests: Manifest[] = [];
+    for (const o of objects.filter((x) => MANIFEST_NAME.test(x.key))) {
+      manifests.push(parseManifest((await store.getBytes(o.key)).toString('utf8'), store.uri(o.key)));
+    }
+    const records = new Map(manifests.flatMap((m) => m.shards).map((s) => [s.file, s]));
+    const sizes = new Map(objects.map((o) => [o.key, o.size]));
+    const files = new Set(records.keys());
+    for (const o of objects) if (parseShardFileName(o.key)?.ext === 'safetensors') files.add(o.key);
+    const shards: ShardInfo[] = [];
+    const missing: string[] = [];
+    for (const f of files) {
+      const size = sizes.get(f);
+      if (size === undefined) missing.push(f);
+      else shards.push(await describeRemote(store, f, size, records.get(f) ?? null));
+    }
+    if (shards.length === 0) {
+      const why = missing.length > 0 ? `the manifest lists ${missing.length} shard(s) but none of them is in the bucket` : 'expected activations_shard_*.safetensors objects or a manifest.json listing them';
+      throw new NoShardsError(`No shards under ${store.url}: ${why}`);
+    }
+    shards.sort((a, b) => (a.rank ?? 0) - (b.rank ?? 0) || (a.shardId ?? 0) - (b.shardId ?? 0) || a.file.localeCompare(b.file));
+    return new ShardReader(label, shards, manifests, verify, missing, store);
+  }
+
   /** The layers over all shards, with their shapes, rows and steps. */
   layers(): LayerSummary[] {
     const out = new Map<string, LayerSummary>();
@@ -169,11 +226,19 @@ export class ShardReader {
   /** Checks a shard's bytes against the manifest's sha256 (once per shard); shards no manifest lists pass. */
   async verifyShard(shard: ShardInfo): Promise<void> {
     if (!shard.record || this.verified.has(shard.path)) return;
-    const actual = await sha256File(shard.path);
+    const actual = await this.sha256Of(shard);
     if (actual !== shard.record.sha256) {
       throw new ShardChecksumError(`${shard.file}: sha256 ${actual} does not match the manifest's ${shard.record.sha256}; the file changed or is damaged`);
     }
     this.verified.add(shard.path);
+  }
+
+  /** sha256 of a shard's bytes, streamed from disk or from the store. */
+  async sha256Of(shard: ShardInfo): Promise<string> {
+    if (!this.store) return sha256File(shard.path);
+    const hash = createHash('sha256');
+    for await (const chunk of await this.store.get(shard.file)) hash.update(chunk as Buffer);
+    return hash.digest('hex');
   }
 
   /** Streams a layer's rows (of its last dimension) in blocks of at most `blockRows`. */
@@ -186,7 +251,8 @@ export class ShardReader {
         const t = shard.tensors[layer];
         if (!t) continue;
         if (reader.verify) await reader.verifyShard(shard);
-        yield* readRows(shard, t, summary.dim, blockRows);
+        if (reader.store) yield* readRemoteRows(reader.store, shard, t, summary.dim, blockRows);
+        else yield* readRows(shard, t, summary.dim, blockRows);
       }
     };
   }
@@ -210,6 +276,42 @@ async function* readRows(shard: ShardInfo, t: ShardTensorInfo, dim: number, bloc
   } finally {
     await fh.close();
   }
+}
+
+/** As readRows, from one range GET cut into blocks as the bytes arrive. */
+async function* readRemoteRows(store: Store, shard: ShardInfo, t: ShardTensorInfo, dim: number, blockRows: number): AsyncGenerator<RowBatch> {
+  const width = DTYPE_BYTES[t.dtype];
+  const rowBytes = width * dim;
+  const total = (t.end - t.start) / rowBytes;
+  if (total === 0) return;
+  const stream = await store.get(shard.file, { start: t.start, end: t.end });
+  // A fresh buffer per block: consumers may keep the rows they were given.
+  const nextBlock = (row: number) => new Uint8Array(Math.min(blockRows, total - row) * rowBytes);
+  let row = 0;
+  let block = nextBlock(0);
+  let fill = 0;
+  try {
+    for await (const chunk of stream) {
+      let c = chunk as Uint8Array;
+      while (c.length > 0 && row < total) {
+        const take = Math.min(c.length, block.length - fill);
+        block.set(c.subarray(0, take), fill);
+        fill += take;
+        c = c.subarray(take);
+        if (fill === block.length) {
+          const n = block.length / rowBytes;
+          const rows = t.dtype === 'F32' ? new Float32Array(block.buffer, 0, n * dim) : toFloat32({ dtype: t.dtype, shape: [n, dim], data: block });
+          yield { rows, nRows: n, dim, shard: shard.file, globalStep: shard.globalStep ?? undefined, rowOffset: row };
+          row += n;
+          if (row < total) block = nextBlock(row);
+          fill = 0;
+        }
+      }
+    }
+  } finally {
+    stream.destroy();
+  }
+  if (row < total) throw new FormatError(`${shard.path}: ended early while reading rows ${row}..${total}`);
 }
 
 /** Loads a whole layer into memory (for small data and tests): rows × dim. */

@@ -12,6 +12,16 @@ import { readSafetensorsHeader, serializeSafetensors } from '../formats/safetens
 import { silentLogger, type Logger } from '../logger.js';
 import { removeStaleTempFiles, sha256File, writeFileAtomic } from './atomic.js';
 import { emptyManifest, manifestFileName, readManifest, writeManifest, type Manifest, type ShardRecord } from './manifest.js';
+import { ShardUploader, type UploadQueueSettings, type UploadWaitResult } from './shard-uploader.js';
+import type { Store } from './store.js';
+
+/** Where shards go besides the local directory ('s3' and 'both' storage backends). */
+export interface ShardRemoteOptions {
+  store: Store;
+  /** true ('both'): local copies stay; false ('s3'): each is removed once its upload is confirmed. */
+  keepLocal: boolean;
+  queue?: UploadQueueSettings;
+}
 
 /** One layer's samples: `data` is row-major with the full shape `[n, ...sampleShape]`. */
 export interface LayerBlock {
@@ -35,6 +45,8 @@ export interface ShardWriterOptions {
   /** The config to record in the manifest (snake_case). */
   config?: Record<string, unknown>;
   logger?: Logger;
+  /** Upload every shard and the manifest to a store in the background. */
+  remote?: ShardRemoteOptions;
 }
 
 export class ShardWriter {
@@ -48,6 +60,9 @@ export class ShardWriter {
   private opening: Promise<void> | null = null;
   /** Writes run one after another, in call order. */
   private chain: Promise<unknown> = Promise.resolve();
+  private uploader: ShardUploader | null = null;
+  private remote: ShardRemoteOptions | null = null;
+  private uploadsClosed = false;
 
   constructor(options: ShardWriterOptions) {
     this.dir = resolve(options.dir);
@@ -55,6 +70,74 @@ export class ShardWriter {
     this.perRankShards = options.perRankShards ?? false;
     this.config = options.config ?? {};
     this.logger = options.logger ?? silentLogger;
+    if (options.remote) this.useRemote(options.remote);
+  }
+
+  /**
+   * Uploads shards and the manifest to `remote.store` in the background (before the first
+   * write). Shards an earlier run left pending are queued when the writer opens.
+   */
+  useRemote(remote: ShardRemoteOptions): void {
+    if (this.opening) throw new Error('ShardWriter.useRemote must be called before the first write');
+    this.uploader?.close();
+    this.remote = remote;
+    this.uploader = this.makeUploader(remote);
+  }
+
+  private makeUploader(remote: ShardRemoteOptions): ShardUploader {
+    return new ShardUploader({
+      dir: this.dir,
+      manifestFile: this.manifestFile,
+      store: remote.store,
+      keepLocal: remote.keepLocal,
+      logger: this.logger,
+      queue: remote.queue,
+      manifest: () => this.manifest ?? emptyManifest(this.config, this.rank),
+      update: (change) => this.serialized(async () => {
+        change(this.manifest!);
+        await writeManifest(this.dir, this.manifest!, this.manifestFile);
+      }),
+    });
+  }
+
+  /** The background uploader ('s3' and 'both'); null for local storage. */
+  get uploads(): ShardUploader | null {
+    return this.uploader;
+  }
+
+  /** True while uploads are queued or running. */
+  get uploading(): boolean {
+    return this.uploader?.queue.busy ?? false;
+  }
+
+  /**
+   * Waits up to `timeoutMs` for the uploads (shards, then the manifest); done is true when every
+   * shard is confirmed in the store. Without a remote store: done at once.
+   */
+  async waitForUploads(timeoutMs = Infinity): Promise<UploadWaitResult> {
+    if (!this.uploader) return { done: true, pending: 0 };
+    await this.chain;
+    return this.uploader.wait(timeoutMs);
+  }
+
+  /** Stops background uploads; what is not uploaded stays `pending` in the manifest. */
+  closeUploads(): void {
+    this.uploader?.close();
+    this.uploadsClosed = this.uploader !== null;
+  }
+
+  /** Written to again after closeUploads (the same callback in a second fit): a fresh queue picks up what is pending. */
+  private async reopenUploads(): Promise<void> {
+    if (!this.uploadsClosed || !this.remote) return;
+    this.uploadsClosed = false;
+    this.uploader = this.makeUploader(this.remote);
+    await this.uploader.resume(this.manifest!);
+  }
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn);
+    this.chain = next.catch(() => {});
+    return next;
   }
 
   get manifestFile(): string {
@@ -97,6 +180,10 @@ export class ShardWriter {
     this.nextId = maxId + 1;
     manifest.runs.push({ started: new Date().toISOString(), ended: null, first_shard_id: this.nextId });
     this.manifest = manifest;
+    if (this.uploader) {
+      const lost = await this.uploader.resume(manifest);
+      if (lost.length > 0) this.logger.warn(`${lost.length} shard(s) the manifest lists are neither uploaded nor on local disk: ${lost.join(', ')}`);
+    }
     await writeManifest(this.dir, manifest, this.manifestFile);
   }
 
@@ -134,14 +221,13 @@ export class ShardWriter {
 
   /** Writes one shard (atomically), then the manifest that lists it. Returns the shard's record. */
   write(input: ShardInput): Promise<ShardRecord> {
-    const next = this.chain.then(() => this.doWrite(input));
-    this.chain = next.catch(() => {});
-    return next;
+    return this.serialized(() => this.doWrite(input));
   }
 
   private async doWrite(input: ShardInput): Promise<ShardRecord> {
     await this.open();
     const manifest = this.manifest!;
+    await this.reopenUploads();
     const shardId = this.nextId++;
     const created = new Date().toISOString();
     const file = shardFileName(shardId, input.globalStep, this.perRankShards ? this.rank : undefined);
@@ -168,7 +254,7 @@ export class ShardWriter {
       if (!Object.hasOwn(metadata, k)) metadata[k] = typeof v === 'string' ? v : JSON.stringify(v);
     }
     const path = join(this.dir, file);
-    const { bytes, sha256 } = await writeFileAtomic(path, serializeSafetensors(tensors, metadata));
+    const { bytes, sha256 } = await writeFileAtomic(path, serializeSafetensors(tensors, metadata), { syncDir: false }); // the manifest write next syncs the directory
     const record: ShardRecord = {
       file,
       uri: pathToFileURL(path).href,
@@ -183,22 +269,28 @@ export class ShardWriter {
       bytes,
       sha256,
       created,
-      upload: 'local',
+      upload: this.uploader ? 'pending' : 'local',
+      ...(this.uploader ? { remote_uri: this.uploader.store.uri(file) } : {}),
     };
     manifest.shards.push(record);
     await writeManifest(this.dir, manifest, this.manifestFile);
-    return record;
+    this.uploader?.enqueue(record);
+    return { ...record };
   }
 
   /** Waits for queued writes, marks the run complete and rewrites the manifest. */
   async finish(): Promise<void> {
     await this.chain;
     await this.open();
-    const manifest = this.manifest!;
-    manifest.status = 'complete';
-    const run = manifest.runs.at(-1);
-    if (run) run.ended = new Date().toISOString();
-    await writeManifest(this.dir, manifest, this.manifestFile);
+    await this.serialized(async () => {
+      const manifest = this.manifest!;
+      await this.reopenUploads();
+      manifest.status = 'complete';
+      const run = manifest.runs.at(-1);
+      if (run) run.ended = new Date().toISOString();
+      await writeManifest(this.dir, manifest, this.manifestFile);
+    });
+    this.uploader?.enqueueManifest();
   }
 
   /** Waits until every queued write has finished (or failed). */

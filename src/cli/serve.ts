@@ -1,0 +1,79 @@
+/**
+ * `mechint serve [--cache DIR] [--model DIR] [--host 127.0.0.1] [--port 8000]`: the HTTP API on
+ * the activation cache. It binds 127.0.0.1 unless told otherwise; set MECHINT_API_KEY before
+ * exposing it (every route but /health then needs `Authorization: Bearer <key>`).
+ */
+import type { Command } from 'commander';
+import { ConfigError } from '../errors.js';
+import { DEFAULT_HOST, DEFAULT_PORT, buildApp } from '../server/app.js';
+import { API_KEY_ENV } from '../server/auth.js';
+
+export interface ServeFlags {
+  cache?: string;
+  model?: string;
+  host: string;
+  port: string;
+  uploadLimitMb?: string;
+  cors?: string;
+  workers?: string;
+  log?: boolean;
+}
+
+function intFlag(name: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(`Expected \`--${name}\` to be an integer from ${min} to ${max}; got \`${value}\``);
+  return n;
+}
+
+/** Loads the model once so a bad --model fails at startup, not on the first request. */
+async function checkModel(dir: string): Promise<void> {
+  const [{ initBackend, tf }, { fileSystem }] = await Promise.all([import('../backend.js'), import('../modelio/file-handler.js')]);
+  await initBackend();
+  try {
+    const model = await tf.loadLayersModel(fileSystem(dir));
+    model.dispose();
+  } catch (err) {
+    throw new ConfigError(`Cannot load \`--model ${dir}\`: expected a directory with a tfjs model.json and its weights (${(err as Error).message})`);
+  }
+}
+
+/** Starts the server; resolves once it has closed (SIGINT or SIGTERM). */
+export async function runServe(flags: ServeFlags): Promise<void> {
+  const port = intFlag('port', flags.port, 0, 65535);
+  if (flags.model) await checkModel(flags.model);
+  const app = await buildApp({
+    ...(flags.cache === undefined ? {} : { cache: flags.cache }),
+    ...(flags.model === undefined ? {} : { modelPath: flags.model }),
+    ...(flags.uploadLimitMb === undefined ? {} : { uploadLimit: intFlag('upload-limit-mb', flags.uploadLimitMb, 1, 65536) * 1024 * 1024 }),
+    ...(flags.cors === undefined ? {} : { cors: { origin: flags.cors.split(',').map((s) => s.trim()).filter(Boolean) } }),
+    ...(flags.workers === undefined ? {} : { jobs: { concurrency: intFlag('workers', flags.workers, 1, 256) } }),
+    logger: flags.log ? { level: 'info' } : false,
+  });
+  const address = await app.listen({ host: flags.host, port });
+  const auth = process.env[API_KEY_ENV] ? `API key required (${API_KEY_ENV})` : `no API key: set ${API_KEY_ENV} before exposing it beyond this machine`;
+  console.log(`mechint serving ${address} (OpenAPI at ${address}/docs; ${auth})`);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      void app.close().then(() => resolve());
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
+
+export function registerServeCommand(program: Command): Command {
+  return program
+    .command('serve')
+    .description('Serve the guide\'s /interpret API (layers, analyses, uploads, jobs) over HTTP, with OpenAPI at /docs')
+    .option('--cache <dir>', 'activation cache: shard directory or s3:// URL (default ./mechint_cache)')
+    .option('--model <dir>', 'tfjs model.json directory, for analyses that run the model')
+    .option('--host <host>', 'address to bind; anything but 127.0.0.1 exposes the server', DEFAULT_HOST)
+    .option('--port <port>', 'port (0 picks a free one)', String(DEFAULT_PORT))
+    .option('--upload-limit-mb <mb>', 'largest uploaded file in MiB (default 256)')
+    .option('--cors <origins>', 'comma-separated origins allowed to call the API from a browser (default: none)')
+    .option('--workers <n>', 'analysis worker threads at once (default: CPUs - 1)')
+    .option('--log', 'log requests')
+    .action((flags: ServeFlags) => runServe(flags));
+}

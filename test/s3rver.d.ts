@@ -1,0 +1,16 @@
+// s3rver ships no types; only what the tests use.
+declare module 's3rver' {
+  interface S3rverOptions {
+    port?: number;
+    address?: string;
+    directory?: string;
+    silent?: boolean;
+    configureBuckets?: { name: string; configs?: string[] }[];
+    resetOnClose?: boolean;
+  }
+  export default class S3rver {
+    constructor(options?: S3rverOptions);
+    run(): Promise<{ address: string; port: number }>;
+    close(): Promise<void>;
+  }
+}
