@@ -79,3 +79,24 @@ test('MechIntHooks in a manual loop, as the guide\'s Manual Integration', async 
   const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'));
   assert.equal(manifest.status, 'complete');
 });
+
+test('verbose logs carry the [MechInt] prefix; verbose: false prints nothing', async () => {
+  const lines: string[] = [];
+  const orig = { log: console.log, warn: console.warn, info: console.info };
+  console.log = console.warn = console.info = (...args: unknown[]) => void lines.push(args.join(' '));
+  try {
+    for (const verbose of [false, true]) {
+      lines.length = 0;
+      const model = await smallNestedModel(3);
+      const dir = await tempDir();
+      await fitOnce(model, [new MechIntCallback({ sampleLayers: ['head', 'nope'], saveHiddenEveryNSteps: 2, storagePath: dir, verbose })], 2);
+      if (verbose) {
+        assert.ok(lines.length >= 3, `expected logs, got ${lines.length}`);
+        assert.ok(lines.every((l) => l.startsWith('[MechInt] ')), lines.join('\n'));
+        assert.ok(lines.some((l) => l.includes('`nope`')), 'warns for the missing layer');
+      } else assert.deepEqual(lines, []);
+    }
+  } finally {
+    Object.assign(console, orig);
+  }
+});
