@@ -47,6 +47,14 @@ export interface SamplerStatistics {
 }
 
 
+interface LayerCache {
+  data: Float32Array;
+  /** Values per sample. */
+  size: number;
+  /** Filled slots (slots are filled in order, then replaced). */
+  count: number;
+}
+
 /** Which tensor of a layer's output is captured: the tensor, the first of a list, or hidden_states/latents/output of a dict. */
 export function pickActivation(output: unknown): tf.Tensor | null {
   if (output instanceof tf.Tensor) return output;
@@ -64,8 +72,6 @@ export function pickActivation(output: unknown): tf.Tensor | null {
 const CPU_BACKENDS = new Set(['wasm', 'cpu', 'tensorflow']);
 
 export class ActivationSampler {
-  /** Cached samples per layer (each a Float32Array of one sample); a subclass may rewrite them before saving. */
-  activations: Record<string, Float32Array[]> = {};
   /** Shape of one sample per layer (the output shape without the batch dimension). */
   sampleShapes: Record<string, number[]> = {};
   /** False pauses capture while hooks stay registered. */
@@ -83,6 +89,12 @@ export class ActivationSampler {
   private tracked: string[] = [];
   private hooks = new Map<string, () => void>();
   private reservoirs: Record<string, Reservoir> = {};
+  /** Per layer, samples back to back in one buffer that grows up to maxSamplesPerShard samples. */
+  private caches: Record<string, LayerCache> = {};
+  /** The per-sample view handed out by `activations`, kept so a subclass's changes are saved. */
+  private exposed: Record<string, Float32Array[]> | null = null;
+  /** Bumped by clearCache, so a late asynchronous read never lands in a newer interval. */
+  private generation = 0;
   private pending = new Set<Promise<void>>();
   private readonly random: () => number;
   private warnedShapes = new Set<string>();
@@ -174,17 +186,19 @@ export class ActivationSampler {
     const reservoir = (this.reservoirs[path] ??= new Reservoir(this.maxSamplesPerShard, this.random));
     const slots = reservoir.offer(t.shape[0]!);
     if (!slots.some((s) => s >= 0)) return;
-    const target = (this.activations[path] ??= []);
     const size = sampleShape.reduce((a, d) => a * d, 1);
+    const generation = this.generation;
     const store = (values: ArrayLike<number>): void => {
+      if (generation !== this.generation) return;
+      const cache = this.cacheFor(path, size, slots);
+      const src = values instanceof Float32Array ? values : Float32Array.from(values);
       for (let i = 0; i < slots.length; i++) {
         const slot = slots[i]!;
         if (slot < 0) continue;
-        const sample = new Float32Array(size);
-        if (values instanceof Float32Array) sample.set(values.subarray(i * size, (i + 1) * size));
-        else for (let j = 0; j < size; j++) sample[j] = values[i * size + j]!;
-        target[slot] = sample;
+        cache.data.set(src.subarray(i * size, (i + 1) * size), slot * size);
+        if (slot >= cache.count) cache.count = slot + 1;
       }
+      this.exposed = null;
     };
     if (CPU_BACKENDS.has(tf.getBackend())) {
       store(t.dataSync() as ArrayLike<number>);
@@ -205,6 +219,40 @@ export class ActivationSampler {
     this.pending.add(p);
   }
 
+  /** The layer's cache, grown (doubling, up to the reservoir's capacity) to hold the given slots. */
+  private cacheFor(path: string, size: number, slots: Int32Array): LayerCache {
+    let max = -1;
+    for (const s of slots) if (s > max) max = s;
+    const cache = (this.caches[path] ??= { data: new Float32Array(0), size, count: 0 });
+    const needed = (max + 1) * size;
+    if (needed > cache.data.length) {
+      const grown = new Float32Array(Math.min(this.maxSamplesPerShard * size, Math.max(needed, cache.data.length * 2, 64 * size)));
+      grown.set(cache.data.subarray(0, cache.count * size));
+      cache.data = grown;
+    }
+    return cache;
+  }
+
+  /**
+   * The cached samples per layer, one Float32Array per sample (views of the cache, no copies).
+   * A subclass may replace them before calling `saveActivations` (the guide's "Custom Activation
+   * Processing"); what it leaves there is what is saved. Capturing again discards the view.
+   */
+  get activations(): Record<string, Float32Array[]> {
+    if (!this.exposed) {
+      const view: Record<string, Float32Array[]> = {};
+      for (const [layer, c] of Object.entries(this.caches)) {
+        view[layer] = Array.from({ length: c.count }, (_, i) => c.data.subarray(i * c.size, (i + 1) * c.size));
+      }
+      this.exposed = view;
+    }
+    return this.exposed;
+  }
+
+  set activations(value: Record<string, Float32Array[]>) {
+    this.exposed = value;
+  }
+
   /** Waits until every asynchronous read of captured activations has landed in the cache. */
   async flush(): Promise<void> {
     while (this.pending.size > 0) await Promise.all([...this.pending]);
@@ -218,7 +266,8 @@ export class ActivationSampler {
   /** Samples in the cache per layer. */
   private cacheCounts(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [layer, acts] of Object.entries(this.activations)) out[layer] = acts.filter(Boolean).length;
+    if (this.exposed) for (const [layer, acts] of Object.entries(this.exposed)) out[layer] = acts.filter(Boolean).length;
+    else for (const [layer, c] of Object.entries(this.caches)) if (c.count > 0) out[layer] = c.count;
     return out;
   }
 
@@ -239,17 +288,23 @@ export class ActivationSampler {
     // background holds exactly the steps before it.
     if (this.pending.size > 0 || this.captureError) await this.flush();
     const layers: Record<string, LayerBlock> = {};
-    for (const [layer, acts] of Object.entries(this.activations)) {
-      const samples = acts.filter(Boolean);
-      if (samples.length === 0) continue;
-      const size = samples[0]!.length;
-      const shape = this.sampleShapes[layer] ?? [size];
-      const data = new Float32Array(samples.length * size);
-      samples.forEach((s, i) => {
-        if (s.length !== size) throw new CaptureError(`Cached samples of \`${layer}\` differ in size (${s.length} vs ${size})`);
-        data.set(s, i * size);
-      });
-      layers[layer] = { shape: [samples.length, ...shape], data };
+    if (this.exposed) {
+      // A subclass may have rewritten the samples: save what it left.
+      for (const [layer, acts] of Object.entries(this.exposed)) {
+        const samples = acts.filter(Boolean);
+        if (samples.length === 0) continue;
+        const size = samples[0]!.length;
+        const data = new Float32Array(samples.length * size);
+        samples.forEach((sample, i) => {
+          if (sample.length !== size) throw new CaptureError(`Cached samples of \`${layer}\` differ in size (${sample.length} vs ${size})`);
+          data.set(sample, i * size);
+        });
+        layers[layer] = { shape: [samples.length, ...(this.sampleShapes[layer] ?? [size])], data };
+      }
+    } else {
+      for (const [layer, c] of Object.entries(this.caches)) {
+        if (c.count > 0) layers[layer] = { shape: [c.count, ...(this.sampleShapes[layer] ?? [c.size])], data: c.data.subarray(0, c.count * c.size) };
+      }
     }
     this.clearCache();
     if (Object.keys(layers).length === 0) return null;
@@ -280,9 +335,11 @@ export class ActivationSampler {
 
   /** Empties the cache and starts a new sampling interval (pending reads land in the old one). */
   clearCache(): void {
-    this.activations = {};
+    this.caches = {};
+    this.exposed = null;
     this.reservoirs = {};
     this.sampleShapes = {};
+    this.generation++;
   }
 
   /** Restores every hooked layer's own `call`; nothing is captured afterwards. */

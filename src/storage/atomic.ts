@@ -2,7 +2,7 @@
  * Atomic file writes: a temporary name in the same directory, fsync, rename, fsync of the
  * directory. A reader sees the old file or the whole new one, never half of it, even after a crash.
  */
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -23,16 +23,15 @@ export async function writeFileAtomic(path: string, chunks: Uint8Array[], option
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}${TMP_MARK}${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
   const fh = await open(tmp, 'w');
-  const hash = createHash('sha256');
-  let bytes = 0;
+  let sha256: string;
+  let bytes: number;
   try {
-    // The write runs in libuv's thread pool while this thread hashes the same bytes.
-    const written = writeAll(fh, chunks.filter((c) => c.byteLength > 0));
-    for (const c of chunks) {
-      hash.update(c);
-      bytes += c.byteLength;
-    }
-    await written;
+    // One buffer, so the hash can run in libuv's thread pool (WebCrypto) while the write does:
+    // nothing heavy stays on the calling thread, which during training is the training loop.
+    const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    bytes = data.byteLength;
+    const [digest] = await Promise.all([webcrypto.subtle.digest('SHA-256', data), writeAll(fh, bytes > 0 ? [data] : [])]);
+    sha256 = Buffer.from(digest).toString('hex');
     await fh.sync();
   } catch (err) {
     await fh.close().catch(() => {});
@@ -42,7 +41,7 @@ export async function writeFileAtomic(path: string, chunks: Uint8Array[], option
   await fh.close();
   await rename(tmp, path);
   if (options.syncDir !== false) await syncDir(dir);
-  return { bytes, sha256: hash.digest('hex') };
+  return { bytes, sha256 };
 }
 
 /** writev takes at most IOV_MAX buffers at once and may write partially: loop until done. */
