@@ -5,6 +5,7 @@
  * the outcome counts as JSON and exits 1 on any failure. test/formats-fuzz.test.ts runs a few
  * thousand iterations of the same engine.
  */
+import { createRng } from '../src/random.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { unzipSync, zipSync } from 'fflate';
@@ -31,17 +32,8 @@ export interface FuzzResult {
 
 interface Seed { name: string; bytes: Uint8Array; format: 'safetensors' | 'npy' | 'pt' }
 
-/** mulberry32: small, seedable, good enough to pick mutations reproducibly. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so a failing mutation can be replayed. */
+const rng = (seed: number): (() => number) => createRng(seed).uniform;
 
 function concat(chunks: Uint8Array[]): Uint8Array {
   return new Uint8Array(Buffer.concat(chunks));

@@ -50,7 +50,7 @@ export { loadSae, saveSae, encodeSae, decodeSae, saeWeightsPath, SAE_WEIGHTS_DIR
 export { SAE_ARCHITECTURES, getSaeArchitecture } from './analysis/sae-registry.js';
 export type { SaeArchitecture, SaeArchitectureName } from './analysis/sae-common.js';
 export type { TopLatent, TopRow } from './analysis/sae-top-rows.js';
-export { createRng, type Rng } from './analysis/prng.js';
+export { createRng, type Rng } from './random.js';
 
 // Report
 export { EvalMechIntRunner, type ExportedFiles } from './report/eval-runner.js';
@@ -83,7 +83,7 @@ export type { ShardRemoteOptions } from './storage/shard-writer.js';
 // Model files and the embedded demo
 export { fileSystem, registerFileRouter } from './modelio/file-handler.js';
 export { ModelCheckpoint, readCheckpointInfo, type ModelCheckpointOptions, type CheckpointInfo, type CheckpointMode } from './modelio/checkpoint.js';
-export { generateSyntheticNeuralData, splitTrials, selectTrials, SeededRandom, type SyntheticDataOptions, type SyntheticNeuralData, type SplitOptions } from './demo/synthetic.js';
+export { generateSyntheticNeuralData, splitTrials, selectTrials, type SyntheticDataOptions, type SyntheticNeuralData, type SplitOptions } from './demo/synthetic.js';
 export {
   createNeuroFMXMini, compileNeuroFMXMini, buildFitData, toModelInput, evaluateBehaviorR2, rSquared, loadNeuroFMXMini, registerNeuroFMXMiniLayers,
   maskedPoissonLoss, meanSquaredErrorLoss, selectiveScan, NEUROFMX_MINI_LAYER_PATHS, NEUROFMX_MINI_DEMO_DEFAULTS,

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runFeatureAnalysis, kmeans, adjustedRandIndex } from '../src/analysis/feature.js';
 import { CovarianceAccumulator, symmetricEigen } from '../src/analysis/linalg.js';
-import { createRng } from '../src/analysis/prng.js';
+import { createRng } from '../src/random.js';
 import { rowsFromMatrix } from '../src/analysis/rows.js';
 import { ConfigError, FormatError, InsufficientDataError } from '../src/errors.js';
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runNeuronAnalysis } from '../src/analysis/neuron.js';
 import { rowsFromMatrix, type RowSource } from '../src/analysis/rows.js';
-import { createRng } from '../src/analysis/prng.js';
+import { createRng } from '../src/random.js';
 import { ConfigError, FormatError, InsufficientDataError } from '../src/errors.js';
 
 /** Blocks of uneven sizes (1 row, 7 rows, …) so the 4-row unrolled loop and its tail both run. */

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { initBackend, tf } from '../src/backend.js';
 import { ConfigError } from '../src/errors.js';
 import { readSafetensorsHeader } from '../src/formats/safetensors.js';
-import { createRng } from '../src/analysis/prng.js';
+import { createRng } from '../src/random.js';
 import { rowsFromMatrix, type RowSource } from '../src/analysis/rows.js';
 import { runSaeAnalysis, type SaeResult } from '../src/analysis/sae.js';
 import { reluLossAndGradients } from '../src/analysis/sae-relu.js';

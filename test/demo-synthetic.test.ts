@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateSyntheticNeuralData, splitTrials, selectTrials, SeededRandom } from '../src/demo/synthetic.js';
+import { generateSyntheticNeuralData, splitTrials, selectTrials } from '../src/demo/synthetic.js';
+import { createRng } from '../src/random.js';
 import { ConfigError } from '../src/errors.js';
 
 /** Least-squares fit of y (rows × 1) on [x, 1] by the normal equations; returns R². */
@@ -107,9 +108,9 @@ test('rejects options it cannot honour, naming them', () => {
 });
 
 test('the PRNG is uniform enough and its Poisson draws have the right mean', () => {
-  const rng = new SeededRandom(11);
+  const rng = createRng(11);
   let s = 0, p = 0;
-  for (let i = 0; i < 20000; i++) { s += rng.next(); p += rng.poisson(3); }
+  for (let i = 0; i < 20000; i++) { s += rng.uniform(); p += rng.poisson(3); }
   assert.ok(Math.abs(s / 20000 - 0.5) < 0.01);
   assert.ok(Math.abs(p / 20000 - 3) < 0.05);
 });

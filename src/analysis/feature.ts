@@ -6,7 +6,7 @@
  */
 import { ConfigError, FormatError, InsufficientDataError } from '../errors.js';
 import { CovarianceAccumulator, symmetricEigen, type CovarianceKernel } from './linalg.js';
-import { createRng, type Rng } from './prng.js';
+import { createRng, type Rng } from '../random.js';
 import { chooseK, kmeans } from './kmeans.js';
 import type { RowSource } from './rows.js';
 

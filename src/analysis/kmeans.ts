@@ -3,7 +3,7 @@
  * choice of k by silhouette, and the adjusted Rand index used to check clusterings.
  */
 import { ConfigError, InsufficientDataError } from '../errors.js';
-import { createRng, type Rng } from './prng.js';
+import { createRng, type Rng } from '../random.js';
 
 export interface KMeansOptions {
   /** @default 0 */

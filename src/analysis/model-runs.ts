@@ -7,7 +7,7 @@
 import { tf } from '../backend.js';
 import { batchSizeOf, tileBatch, withInterventionSync, type InterventionFn } from '../capture/interventions.js';
 import { ConfigError } from '../errors.js';
-import { createRng } from './prng.js';
+import { createRng } from '../random.js';
 
 export type ModelInputs = tf.Tensor | tf.Tensor[];
 

@@ -6,7 +6,7 @@
  */
 import { recordActivations, type RecordedActivation } from '../capture/interventions.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
-import { createRng } from './prng.js';
+import { createRng } from '../random.js';
 import { crossValidatedR2 } from './ridge.js';
 import type { AnalysisContext } from './types.js';
 

@@ -1,6 +1,6 @@
 /** Ridge regression with an intercept, and its R² cross-validated over groups (trials). */
 import { InsufficientDataError } from '../errors.js';
-import { createRng } from './prng.js';
+import { createRng } from '../random.js';
 
 /** Solves (A) x = b for symmetric positive definite A (n×n, row-major), for each column of B (n×k). */
 export function choleskySolve(A: Float64Array, B: Float64Array, n: number, k: number): Float64Array {

@@ -9,7 +9,7 @@
  * 8–17× slower on the wasm backend (see PERFORMANCE.md).
  */
 import { tf } from '../backend.js';
-import type { Rng } from './prng.js';
+import type { Rng } from '../random.js';
 
 export type SaeArchitectureName = 'topk' | 'relu';
 

@@ -5,7 +5,7 @@
  * When the buffer holds the whole data set this is a full uniform shuffle.
  */
 import { FormatError } from '../errors.js';
-import type { Rng } from './prng.js';
+import type { Rng } from '../random.js';
 import type { RowSource } from './rows.js';
 
 export interface ShuffleOptions {

@@ -8,7 +8,7 @@
  */
 import { initBackend } from '../backend.js';
 import { FormatError } from '../errors.js';
-import { createRng } from './prng.js';
+import { createRng } from '../random.js';
 import type { RowSource } from './rows.js';
 import { createParams, disposeParams, readParams, type SaeArchitectureName, type SaeHyper } from './sae-common.js';
 import { resolveSaeOptions, type ResolvedSaeOptions, type SaeOptions } from './sae-options.js';

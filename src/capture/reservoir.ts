@@ -4,18 +4,6 @@
  * whole interval, not just its first batches, and memory never exceeds `capacity` samples.
  */
 
-/** A small seeded generator (mulberry32): reproducible, and independent of Math.random. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Where each offered sample goes: a slot index, or -1 when it is not kept. */
 export class Reservoir {
   /** Samples offered since the last reset. */

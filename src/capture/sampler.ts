@@ -10,7 +10,8 @@ import { ShardWriter, type LayerBlock } from '../storage/shard-writer.js';
 import type { ShardRecord } from '../storage/manifest.js';
 import { hookLayerCall } from './layer-hook.js';
 import { autoDetectLayers, namedLayers, similarPaths } from './modules.js';
-import { Reservoir, seededRandom } from './reservoir.js';
+import { createRng } from '../random.js';
+import { Reservoir } from './reservoir.js';
 
 type Layer = tf.layers.Layer;
 
@@ -113,7 +114,7 @@ export class ActivationSampler {
     const perRank = options.perRankShards ?? options.per_rank_shards ?? false;
     this.writes = this.rank === 0 || perRank;
     this.logger = createLogger(options.verbose ?? true);
-    this.random = seededRandom(options.seed ?? 0);
+    this.random = createRng(options.seed ?? 0).uniform;
     this.writer = new ShardWriter({ dir: this.saveDir, rank: this.rank, perRankShards: perRank, config: options.config ?? {}, logger: this.logger });
   }
 

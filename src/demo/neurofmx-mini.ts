@@ -17,7 +17,8 @@
 import { tf } from '../backend.js';
 import { ConfigError } from '../errors.js';
 import { fileSystem } from '../modelio/file-handler.js';
-import { SeededRandom, type SyntheticNeuralData } from './synthetic.js';
+import { createRng } from '../random.js';
+import type { SyntheticNeuralData } from './synthetic.js';
 
 type LayerArgs = NonNullable<ConstructorParameters<typeof tf.layers.Layer>[0]>;
 type Shape = (number | null)[];
@@ -618,7 +619,7 @@ export function buildFitData(data: SyntheticNeuralData, options: FitDataOptions 
   const frac = options.maskFraction ?? NEUROFMX_MINI_DEMO_DEFAULTS.maskFraction;
   if (!(frac >= 0 && frac < 1)) throw new ConfigError(`Expected \`maskFraction\` to be a number in [0, 1), got \`${String(frac)}\``);
   const { nTrials: nTr, nBins: t, nNeurons: c } = data;
-  const rng = new SeededRandom((options.seed ?? 0) ^ 0x3a5c);
+  const rng = createRng((options.seed ?? 0) ^ 0x3a5c);
   const k = Math.round(frac * c);
   const mask = new Uint8Array(nTr * c);
   const order = Array.from({ length: c }, (_, i) => i);

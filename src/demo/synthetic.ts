@@ -13,6 +13,7 @@
  * Everything is row-major Float32Array (Int32Array for conditions): spikes [N,T,C],
  * rates [N,T,C], latents [N,T,L], behavior [N,T,B] (per bin, like a velocity), conditions [N].
  */
+import { createRng } from '../random.js';
 import { ConfigError } from '../errors.js';
 
 export interface SyntheticDataOptions {
@@ -77,63 +78,6 @@ export interface SyntheticNeuralData {
   };
 }
 
-/** A small seeded PRNG (32-bit state, additive constant plus an avalanche mix). */
-export class SeededRandom {
-  private state: number;
-  private spare: number | null = null;
-  constructor(seed: number) {
-    // Mix the seed so nearby seeds start far apart.
-    this.state = (Math.imul(seed | 0, 0x9e3779b1) ^ 0x5bd1e995) >>> 0;
-  }
-  /** Uniform in [0, 1). */
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let x = this.state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  }
-  /** Standard normal (Box–Muller, keeps the second value). */
-  normal(): number {
-    if (this.spare !== null) {
-      const s = this.spare;
-      this.spare = null;
-      return s;
-    }
-    let u = this.next();
-    while (u <= 1e-12) u = this.next();
-    const v = this.next();
-    const r = Math.sqrt(-2 * Math.log(u));
-    this.spare = r * Math.sin(2 * Math.PI * v);
-    return r * Math.cos(2 * Math.PI * v);
-  }
-  /** Integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  /** Poisson draw: multiplication method for small means, rounded normal for large ones. */
-  poisson(mean: number): number {
-    if (mean <= 0) return 0;
-    if (mean > 40) return Math.max(0, Math.round(mean + Math.sqrt(mean) * this.normal()));
-    const limit = Math.exp(-mean);
-    let k = 0;
-    let p = this.next();
-    while (p > limit) {
-      k++;
-      p *= this.next();
-    }
-    return k;
-  }
-  /** In-place Fisher–Yates shuffle. */
-  shuffle<T>(xs: T[]): T[] {
-    for (let i = xs.length - 1; i > 0; i--) {
-      const j = this.int(i + 1);
-      [xs[i], xs[j]] = [xs[j]!, xs[i]!];
-    }
-    return xs;
-  }
-}
-
 function positiveInt(name: string, value: number, min = 1): number {
   if (!Number.isInteger(value) || value < min) {
     throw new ConfigError(`Expected \`${name}\` to be an integer >= ${min}, got \`${String(value)}\``);
@@ -162,7 +106,7 @@ export function generateSyntheticNeuralData(options: SyntheticDataOptions = {}):
   const behaviorNoise = finiteNonNegative('behaviorNoise', options.behaviorNoise ?? 0.05);
   const seed = options.seed ?? 0;
   if (!Number.isInteger(seed)) throw new ConfigError(`Expected \`seed\` to be an integer, got \`${String(seed)}\``);
-  const rng = new SeededRandom(seed);
+  const rng = createRng(seed);
   const P = L / 2;
 
   // Parameters first, so they do not depend on the number of trials.
@@ -171,7 +115,7 @@ export function generateSyntheticNeuralData(options: SyntheticDataOptions = {}):
   for (let c = 0; c < K; c++) {
     for (let p = 0; p < P; p++) {
       // 0.5 to 3 cycles per trial, spread over conditions, jittered, so conditions differ in speed.
-      const cycles = 0.5 + (2.5 * ((c + 0.5 + 0.4 * (rng.next() - 0.5)) / K + p * 0.37)) % 2.5;
+      const cycles = 0.5 + (2.5 * ((c + 0.5 + 0.4 * (rng.uniform() - 0.5)) / K + p * 0.37)) % 2.5;
       frequencies[c * P + p] = (2 * Math.PI * cycles) / T;
       phases[c * P + p] = (2 * Math.PI * c) / K + p * 1.3 + 0.2 * rng.normal();
     }
@@ -299,7 +243,7 @@ export function splitTrials(
   if (!(frac > 0 && frac < 1)) {
     throw new ConfigError(`Expected \`heldOutFraction\` to be a number in (0, 1), got \`${String(frac)}\``);
   }
-  const rng = new SeededRandom((options.seed ?? 0) ^ 0x51ab);
+  const rng = createRng((options.seed ?? 0) ^ 0x51ab);
   const byCondition = new Map<number, number[]>();
   for (let i = 0; i < data.nTrials; i++) {
     const c = data.conditions[i]!;

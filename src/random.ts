@@ -1,6 +1,6 @@
 /**
- * A small seeded pseudo-random generator for analyses that must give the same result for the
- * same seed (k-means++ init, reservoir sampling, SAE init and shuffling). The core is xoshiro128**
+ * The one seeded pseudo-random generator of mechint, for everything that must give the same
+ * result for the same seed (synthetic data, reservoir sampling, k-means++, SAE init, fuzzing). The core is xoshiro128**
  * (32-bit state words, so it runs on plain JS integers), seeded through a SplitMix32-style hash
  * so that nearby seeds (0, 1, 2) give unrelated streams.
  */
@@ -14,6 +14,8 @@ export interface Rng {
   normal(): number;
   /** A uniform integer in [0, n). */
   int(n: number): number;
+  /** A Poisson draw with the given mean (multiplication method; normal approximation above 40). */
+  poisson(mean: number): number;
   /** Fisher–Yates shuffle in place; returns the same array. */
   shuffle<T extends { length: number; [i: number]: unknown }>(a: T): T;
 }
@@ -90,5 +92,18 @@ export function createRng(seed: number | string = 0): Rng {
     return a;
   };
 
-  return { nextUint32, uniform, normal, int, shuffle };
+  const poisson = (mean: number): number => {
+    if (!(mean > 0)) return 0;
+    if (mean > 40) return Math.max(0, Math.round(mean + Math.sqrt(mean) * normal()));
+    const limit = Math.exp(-mean);
+    let k = 0;
+    let p = uniform();
+    while (p > limit) {
+      k++;
+      p *= uniform();
+    }
+    return k;
+  };
+
+  return { nextUint32, uniform, normal, int, shuffle, poisson };
 }
