@@ -17,7 +17,7 @@ import { initBackend } from '../src/backend.js';
 import { CovarianceAccumulator, symmetricEigen } from '../src/analysis/linalg.js';
 import { runFeatureAnalysis } from '../src/analysis/feature.js';
 import { runNeuronAnalysis } from '../src/analysis/neuron.js';
-import { createRng } from '../src/analysis/prng.js';
+import { createRng } from '../src/random.js';
 import { rowsFromMatrix, type RowSource } from '../src/analysis/rows.js';
 
 const BLOCK = 4096;

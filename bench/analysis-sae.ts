@@ -12,7 +12,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createRng } from '../src/analysis/prng.js';
+import { createRng } from '../src/random.js';
 import { rowsFromMatrix } from '../src/analysis/rows.js';
 import { runSaeAnalysis } from '../src/analysis/sae.js';
 import { loadSae } from '../src/analysis/sae-weights.js';
