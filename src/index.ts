@@ -99,3 +99,6 @@ export { CacheIndex, type CacheIndexOptions, type LayerView } from './server/cac
 export { JobManager, type JobManagerOptions, type JobView, type JobState } from './server/jobs.js';
 export { API_KEY_ENV } from './server/auth.js';
 export { executionOrder } from './capture/interventions.js';
+export { causalChart, circuitChart, steeringChart, saeLatentsChart, latentHistogramChart } from './report/charts.js';
+export { dashboardRoutes, DASHBOARD_PUBLIC_PATHS, type DashboardOptions } from './server/dashboard.js';
+export { HISTOGRAM_BINS, type ActivationHistogram } from './analysis/sae-top-rows.js';

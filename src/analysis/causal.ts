@@ -34,7 +34,7 @@ export interface CausalOptions {
   patchUnits?: number;
   /** Seed of the corruption. @default 0 */
   seed?: number;
-  /** Samples × variants per forward pass (memory bound). @default 4096 */
+  /** Samples × variants per forward pass (memory bound). @default 1024 */
   rowsPerPass?: number;
 }
 

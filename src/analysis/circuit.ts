@@ -31,7 +31,7 @@ export interface CircuitOptions {
   useSae?: boolean | 'auto';
   /** After the last sampled layer, attribute to the model's output units. @default true */
   toOutput?: boolean;
-  /** Samples × features per pass (memory bound). @default 4096 */
+  /** Samples × features per pass (memory bound). @default 1024 */
   rowsPerPass?: number;
 }
 

@@ -1,7 +1,8 @@
 /**
- * Per-latent activation counts and top-activating rows, gathered in one pass. Each latent keeps
- * its `m` best rows in flat typed arrays (a replace-the-minimum list: m is small), so memory is
- * O(L·m) whatever the number of rows.
+ * Per-latent activation counts, top-activating rows and activation histograms, gathered in one
+ * pass. Each latent keeps its `m` best rows in flat typed arrays (a replace-the-minimum list: m is
+ * small) and a fixed number of histogram bins, so memory is O(L·(m + bins)) whatever the number
+ * of rows.
  */
 export interface TopRow {
   shard: string | null;
@@ -10,12 +11,24 @@ export interface TopRow {
   value: number;
 }
 
+/** Counts of a latent's positive activations in equal-width bins from 0 to the last edge. */
+export interface ActivationHistogram {
+  /** `counts.length + 1` edges, from 0 up. */
+  bin_edges: number[];
+  counts: number[];
+}
+
 export interface TopLatent {
   latent: number;
   /** Fraction of rows on which the latent is active. */
   frequency: number;
   top_rows: TopRow[];
+  /** Where the latent's activations (when active) fall. */
+  activation_histogram: ActivationHistogram;
 }
+
+/** Histogram bins per latent; even, so two bins can merge into one when the range doubles. */
+export const HISTOGRAM_BINS = 16;
 
 export class LatentTracker {
   readonly counts: Float64Array;
@@ -24,6 +37,9 @@ export class LatentTracker {
   private readonly refs: Int32Array;
   private readonly filled: Int32Array;
   private readonly minAt: Int32Array;
+  private readonly hist: Float64Array;
+  /** Upper edge of each latent's histogram; 0 until it first fires. */
+  private readonly histTop: Float64Array;
   private readonly sources: Array<{ shard: string | null; globalStep: number | null }> = [];
   private readonly sourceIndex = new Map<string, number>();
   rows = 0;
@@ -36,6 +52,39 @@ export class LatentTracker {
     this.refs = new Int32Array(L * m);
     this.filled = new Int32Array(L);
     this.minAt = new Int32Array(L);
+    this.hist = new Float64Array(L * HISTOGRAM_BINS);
+    this.histTop = new Float64Array(L);
+  }
+
+  /**
+   * The range is not known before the pass, so it starts at the first value's power of two and
+   * doubles (merging bin pairs) whenever a larger value arrives: one pass, fixed memory.
+   */
+  private histAdd(i: number, value: number): void {
+    if (!Number.isFinite(value)) return;
+    const B = HISTOGRAM_BINS;
+    const base = i * B;
+    let top = this.histTop[i]!;
+    if (top === 0) {
+      top = 2 ** Math.ceil(Math.log2(value));
+      if (!(top >= value) || top === 0) top = value;
+    }
+    while (value > top) {
+      for (let j = 0; j < B / 2; j++) this.hist[base + j] = this.hist[base + 2 * j]! + this.hist[base + 2 * j + 1]!;
+      this.hist.fill(0, base + B / 2, base + B);
+      top *= 2;
+    }
+    this.histTop[i] = top;
+    this.hist[base + Math.min(B - 1, Math.floor((value / top) * B))]! += 1;
+  }
+
+  histogram(i: number): ActivationHistogram {
+    const B = HISTOGRAM_BINS;
+    const top = this.histTop[i]!;
+    return {
+      bin_edges: Array.from({ length: B + 1 }, (_, j) => (top * j) / B),
+      counts: Array.from(this.hist.subarray(i * B, (i + 1) * B)),
+    };
   }
 
   /** Registers where the next rows come from; returns a reference for `add`. */
@@ -54,6 +103,7 @@ export class LatentTracker {
   add(i: number, value: number, ref: number, row: number): void {
     this.counts[i]! += 1;
     this.active++;
+    this.histAdd(i, value);
     const { m } = this;
     const base = i * m;
     const f = this.filled[i]!;
@@ -93,7 +143,7 @@ export class LatentTracker {
         rows.push({ shard: src.shard, global_step: src.globalStep, row: this.rowIds[base + j]!, value: this.vals[base + j]! });
       }
       rows.sort((a, b) => b.value - a.value || a.row - b.row);
-      return { latent: i, frequency: this.counts[i]! / this.rows, top_rows: rows };
+      return { latent: i, frequency: this.counts[i]! / this.rows, top_rows: rows, activation_histogram: this.histogram(i) };
     });
   }
 }

@@ -17,9 +17,13 @@ export class MechIntCallback extends tf.Callback {
   private stepsPerEpoch: number | null = null;
   private started = false;
 
-  constructor(config: MechIntConfigInput = {}) {
+  /**
+   * @param config a MechIntConfig, or plain options with camelCase or snake_case keys
+   * @param options.hooks hooks to drive instead of new ones (e.g. a MechIntHooks subclass with a custom sampler)
+   */
+  constructor(config: MechIntConfigInput = {}, options: { hooks?: MechIntHooks } = {}) {
     super();
-    this.hooks = new MechIntHooks(config);
+    this.hooks = options.hooks ?? new MechIntHooks(config);
   }
 
   override async onTrainBegin(_logs?: Logs): Promise<void> {

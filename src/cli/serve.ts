@@ -17,6 +17,8 @@ export interface ServeFlags {
   cors?: string;
   workers?: string;
   log?: boolean;
+  /** commander's --no-dashboard sets this false. */
+  dashboard?: boolean;
 }
 
 function intFlag(name: string, value: string, min: number, max: number): number {
@@ -48,10 +50,11 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     ...(flags.cors === undefined ? {} : { cors: { origin: flags.cors.split(',').map((s) => s.trim()).filter(Boolean) } }),
     ...(flags.workers === undefined ? {} : { jobs: { concurrency: intFlag('workers', flags.workers, 1, 256) } }),
     logger: flags.log ? { level: 'info' } : false,
+    dashboard: flags.dashboard !== false,
   });
   const address = await app.listen({ host: flags.host, port });
   const auth = process.env[API_KEY_ENV] ? `API key required (${API_KEY_ENV})` : `no API key: set ${API_KEY_ENV} before exposing it beyond this machine`;
-  console.log(`mechint serving ${address} (OpenAPI at ${address}/docs; ${auth})`);
+  console.log(`mechint serving ${address} (${flags.dashboard !== false ? `dashboard at ${address}/, ` : ''}OpenAPI at ${address}/docs; ${auth})`);
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);
@@ -66,7 +69,7 @@ export async function runServe(flags: ServeFlags): Promise<void> {
 export function registerServeCommand(program: Command): Command {
   return program
     .command('serve')
-    .description('Serve the guide\'s /interpret API (layers, analyses, uploads, jobs) over HTTP, with OpenAPI at /docs')
+    .description('Serve the guide\'s /interpret API (layers, analyses, uploads, jobs) over HTTP, with a dashboard at / and OpenAPI at /docs')
     .option('--cache <dir>', 'activation cache: shard directory or s3:// URL (default ./mechint_cache)')
     .option('--model <dir>', 'tfjs model.json directory, for analyses that run the model')
     .option('--host <host>', 'address to bind; anything but 127.0.0.1 exposes the server', DEFAULT_HOST)
@@ -75,5 +78,6 @@ export function registerServeCommand(program: Command): Command {
     .option('--cors <origins>', 'comma-separated origins allowed to call the API from a browser (default: none)')
     .option('--workers <n>', 'analysis worker threads at once (default: CPUs - 1)')
     .option('--log', 'log requests')
+    .option('--no-dashboard', 'do not serve the dashboard at /')
     .action((flags: ServeFlags) => runServe(flags));
 }

@@ -35,7 +35,7 @@ async function recordedConfig(dir: string): Promise<Record<string, unknown>> {
 function positive(flag: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new NoShardsError(`Expected \`${flag}\` to be a number > 0; got \`${raw}\``);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`Expected \`${flag}\` to be a number > 0; got \`${raw}\``);
   return n;
 }
 

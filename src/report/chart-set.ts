@@ -1,5 +1,5 @@
 /** Which charts each analysis gets, rendered to SVG once for both the HTML and the Markdown report. */
-import { dynamicsChart, neuronFrequencyChart, pcaChart, probeChart, renderSvg, saeTrainingChart, type Chart } from './charts.js';
+import { causalChart, circuitChart, dynamicsChart, neuronFrequencyChart, pcaChart, probeChart, renderSvg, saeLatentsChart, saeTrainingChart, slug, steeringChart, type Chart } from './charts.js';
 
 type Obj = Record<string, unknown>;
 
@@ -13,12 +13,22 @@ export interface RenderedChart extends Chart {
 const perLayer: Record<string, ((layer: string, r: Obj) => Chart | null)[]> = {
   neuron: [neuronFrequencyChart],
   feature: [pcaChart],
-  sae: [saeTrainingChart],
+  sae: [saeTrainingChart, saeLatentsChart],
   dynamics: [dynamicsChart],
+  causal: [causalChart],
+  steering: [steeringChart],
+};
+
+/** The whole circuit: every layer's edges in one graph (results come in model order). */
+const circuitGraph = (byLayer: Record<string, Obj>) => {
+  const layers = Object.keys(byLayer);
+  const one = layers.length === 1 ? layers[0]! : null;
+  return circuitChart(Object.values(byLayer), one === null ? 'circuit-graph' : `circuit-graph-${slug(one)}`, one === null ? 'Circuit graph' : `Circuit from ${one}`);
 };
 
 const perAnalysis: Record<string, ((byLayer: Record<string, Obj>) => Chart | null)[]> = {
   probe: [probeChart],
+  circuit: [circuitGraph],
 };
 
 async function render(charts: (Chart | null)[], analysis: string, layer: string): Promise<RenderedChart[]> {
@@ -27,8 +37,14 @@ async function render(charts: (Chart | null)[], analysis: string, layer: string)
   return out;
 }
 
-export function chartsForLayer(analysis: string, layer: string, result: Obj): Promise<RenderedChart[]> {
-  return render((perLayer[analysis] ?? []).map((f) => f(layer, result)), analysis, layer);
+/**
+ * The charts of one layer's result. `standalone` (the dashboard, which shows one layer at a time)
+ * adds the charts the report draws once for the whole analysis, drawn for this layer alone.
+ */
+export function chartsForLayer(analysis: string, layer: string, result: Obj, options: { standalone?: boolean } = {}): Promise<RenderedChart[]> {
+  const fns = [...(perLayer[analysis] ?? []).map((f) => f(layer, result))];
+  if (options.standalone) fns.push(...(perAnalysis[analysis] ?? []).map((f) => f({ [layer]: result })));
+  return render(fns, analysis, layer);
 }
 
 export function chartsForAnalysis(analysis: string, byLayer: Record<string, Obj>): Promise<RenderedChart[]> {

@@ -152,6 +152,235 @@ export function dynamicsChart(layer: string, r: Obj): Chart | null {
   };
 }
 
+/** Units ranked by the loss (or output) change when each is ablated, with the whole-layer effect as subtitle. */
+export function causalChart(layer: string, r: Obj): Chart | null {
+  const effects = (Array.isArray(r.unit_effects) ? (r.unit_effects as Obj[]) : []).filter((e) => typeof e.effect === 'number');
+  if (effects.length === 0) return null;
+  const loss = r.metric === 'loss_change';
+  const top = [...effects].sort((a, b) => Math.abs(b.effect as number) - Math.abs(a.effect as number)).slice(0, 15);
+  const values = top.map((e, rank) => ({ unit: `unit ${String(e.unit)}`, rank, effect: e.effect, direction: (e.effect as number) >= 0 ? (loss ? 'raises loss' : 'positive') : loss ? 'lowers loss' : 'negative' }));
+  const measure = loss ? 'eval loss change' : 'output RMS change';
+  const subtitle = typeof r.layer_effect === 'number' ? `ablating the whole layer: ${r.layer_effect >= 0 && loss ? '+' : ''}${r.layer_effect.toPrecision(3)} (${measure})` : '';
+  return {
+    id: `causal-ablation-${slug(layer)}`,
+    title: `Ablation ranking: ${layer}`,
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+      title: { text: `Ablation ranking: ${layer}`, subtitle },
+      width: WIDTH,
+      height: { step: 14 },
+      data: { values },
+      mark: 'bar',
+      encoding: {
+        y: { field: 'unit', type: 'nominal', sort: { field: 'rank', order: 'ascending' }, title: null },
+        x: { field: 'effect', type: 'quantitative', title: `${measure} when the unit is ${r.ablation === 'zero' ? 'zeroed' : 'mean-ablated'}` },
+        color: { field: 'direction', type: 'nominal', scale: { domain: loss ? ['raises loss', 'lowers loss'] : ['positive', 'negative'], range: ['#e45756', '#4c78a8'] }, title: null },
+        tooltip: [{ field: 'unit' }, { field: 'effect', format: '.4g' }],
+      },
+      config: { font: 'sans-serif', view: { stroke: null } },
+    } as TopLevelSpec,
+  };
+}
+
+const nodeLabel = (kind: unknown, unit: unknown) => `${kind === 'sae_latent' ? 'latent' : kind === 'output' ? 'out' : 'unit'} ${String(unit)}`;
+
+/**
+ * The circuit as a layered graph: one column per layer (upstream to downstream, model outputs
+ * last), one row per node ranked by its total |attribution|, one link per kept edge (colour: sign,
+ * width: |attribution|). Takes one layer's result or all of them, in model order.
+ */
+export function circuitChart(results: Obj[], id: string, title: string): Chart | null {
+  type Node = { key: string; layer: string; unit: unknown; kind: unknown; weight: number; row: number };
+  const nodes = new Map<string, Node>();
+  const columns: string[] = [];
+  const edges: { s: Node; t: Node; attribution: number; ablation: unknown; agrees: unknown }[] = [];
+  const kindOf = (r: Obj, layer: string, unit: unknown, side: 'upstream' | 'downstream') => {
+    const listed = (Array.isArray(r.nodes) ? (r.nodes as Obj[]) : []).find((n) => n.layer === layer && n.unit === unit);
+    if (listed) return listed.kind;
+    const basis = (r.basis ?? {}) as Obj;
+    return basis[side] === 'sae_latents' ? 'sae_latent' : basis[side] === 'output_units' ? 'output' : 'unit';
+  };
+  const node = (r: Obj, layer: string, unit: unknown, side: 'upstream' | 'downstream') => {
+    const key = `${layer}\u0000${String(unit)}`;
+    let n = nodes.get(key);
+    if (!n) {
+      if (!columns.includes(layer)) columns.push(layer);
+      n = { key, layer, unit, kind: kindOf(r, layer, unit, side), weight: 0, row: 0 };
+      nodes.set(key, n);
+    }
+    return n;
+  };
+  for (const r of results) {
+    for (const e of Array.isArray(r.edges) ? (r.edges as Obj[]) : []) {
+      if (typeof e.attribution !== 'number' || !Number.isFinite(e.attribution)) continue;
+      const s = node(r, String(e.source_layer), e.source_unit, 'upstream');
+      const t = node(r, String(e.target_layer), e.target_unit, 'downstream');
+      s.weight += Math.abs(e.attribution);
+      t.weight += Math.abs(e.attribution);
+      edges.push({ s, t, attribution: e.attribution, ablation: e.ablation_effect, agrees: e.agrees });
+    }
+  }
+  if (edges.length === 0) return null;
+  let rows = 0;
+  for (const layer of columns) {
+    const col = [...nodes.values()].filter((n) => n.layer === layer).sort((a, b) => b.weight - a.weight);
+    col.forEach((n, i) => (n.row = i));
+    rows = Math.max(rows, col.length);
+  }
+  const edgeValues = edges
+    .sort((a, b) => Math.abs(a.attribution) - Math.abs(b.attribution)) // strongest drawn last, on top
+    .map((e) => ({
+      from: e.s.layer, to: e.t.layer, from_row: e.s.row, to_row: e.t.row,
+      edge: `${nodeLabel(e.s.kind, e.s.unit)} → ${nodeLabel(e.t.kind, e.t.unit)}`,
+      attribution: e.attribution, magnitude: Math.abs(e.attribution),
+      sign: e.attribution >= 0 ? 'drives (+)' : 'suppresses (−)',
+      ablation_effect: e.ablation, confirmed: e.agrees === true ? 'yes' : 'no',
+    }));
+  const nodeValues = [...nodes.values()].map((n) => ({ layer: n.layer, row: n.row, label: nodeLabel(n.kind, n.unit), weight: n.weight }));
+  const x = { type: 'nominal', scale: { type: 'point', domain: columns, padding: 0.35 }, axis: { orient: 'top', title: null, labelAngle: 0, labelFontWeight: 'bold', labelLimit: 260, domain: false, ticks: false } };
+  const y = { type: 'quantitative', scale: { domain: [-0.5, Math.max(0.5, rows - 0.5)], reverse: true, nice: false, zero: false }, axis: null };
+  return {
+    id,
+    title,
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+      title,
+      width: Math.max(260, 190 * columns.length),
+      height: Math.max(80, 20 * rows),
+      layer: [
+        {
+          data: { values: edgeValues },
+          mark: { type: 'rule', opacity: 0.6, strokeCap: 'round' },
+          encoding: {
+            x: { field: 'from', ...x }, x2: { field: 'to' },
+            y: { field: 'from_row', ...y }, y2: { field: 'to_row' },
+            color: { field: 'sign', type: 'nominal', scale: { domain: ['drives (+)', 'suppresses (−)'], range: ['#4c78a8', '#e45756'] }, title: 'edge' },
+            strokeWidth: { field: 'magnitude', type: 'quantitative', scale: { range: [0.6, 7], zero: true }, title: '|attribution|' },
+            tooltip: [{ field: 'edge' }, { field: 'attribution', format: '.4g' }, { field: 'ablation_effect', format: '.4g' }, { field: 'confirmed' }],
+          },
+        },
+        {
+          data: { values: nodeValues },
+          mark: { type: 'circle', size: 110, color: '#2f3e4e', opacity: 1, stroke: '#fff', strokeWidth: 1.5 },
+          encoding: { x: { field: 'layer', ...x }, y: { field: 'row', ...y }, tooltip: [{ field: 'layer' }, { field: 'label' }, { field: 'weight', title: 'total |attribution|', format: '.4g' }] },
+        },
+        {
+          data: { values: nodeValues },
+          mark: { type: 'text', align: 'left', dx: 8, dy: -7, fontSize: 10, fontWeight: 'bold', color: '#222' },
+          encoding: { x: { field: 'layer', ...x }, y: { field: 'row', ...y }, text: { field: 'label' } },
+        },
+      ],
+      config: { font: 'sans-serif', view: { stroke: null } },
+    } as TopLevelSpec,
+  };
+}
+
+/** Per steered latent: how far the outputs move (RMS change) as α grows, one panel per output head. */
+export function steeringChart(layer: string, r: Obj): Chart | null {
+  const latents = Array.isArray(r.latents) ? (r.latents as Obj[]) : [];
+  const byMultiplier = r.alpha_units === 'latent';
+  const values: Obj[] = [];
+  for (const l of latents) {
+    const alphas = arr(l, byMultiplier ? 'alpha_multipliers' : 'alphas');
+    for (const h of Array.isArray(l.heads) ? (l.heads as Obj[]) : []) {
+      const rms = arr(h, 'rms_change');
+      alphas.forEach((a, i) => {
+        if (typeof rms[i] === 'number') values.push({ alpha: a, latent: `latent ${String(l.latent)}`, head: String(h.head), rms: rms[i] });
+      });
+    }
+  }
+  if (values.length === 0) return null;
+  return {
+    id: `steering-${slug(layer)}`,
+    title: `Steering: ${layer}`,
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+      title: `Steering: ${layer}`,
+      data: { values },
+      facet: { column: { field: 'head', type: 'nominal', title: null } },
+      spec: {
+        width: 200,
+        height: 160,
+        mark: { type: 'line', point: true },
+        encoding: {
+          x: { field: 'alpha', type: 'quantitative', title: byMultiplier ? 'α (× typical activation)' : 'α' },
+          y: { field: 'rms', type: 'quantitative', title: 'output change (RMS)', axis: { format: '~g' } },
+          color: { field: 'latent', type: 'nominal', title: 'latent' },
+          tooltip: [{ field: 'latent' }, { field: 'alpha', format: '.3g' }, { field: 'rms', format: '.4g' }],
+        },
+      },
+      resolve: { scale: { y: 'independent' } },
+      config: { font: 'sans-serif' },
+    } as TopLevelSpec,
+  };
+}
+
+interface HistogramLike {
+  bin_edges?: number[];
+  counts?: number[];
+}
+
+function histogramValues(h: HistogramLike | undefined): { lo: number; hi: number; count: number }[] {
+  const edges = h?.bin_edges ?? [];
+  const counts = h?.counts ?? [];
+  // Trailing empty bins only stretch the axis.
+  let last = counts.length - 1;
+  while (last > 0 && !(counts[last]! > 0)) last--;
+  return counts.slice(0, last + 1).map((count, i) => ({ lo: edges[i]!, hi: edges[i + 1]!, count }));
+}
+
+/** Activation histograms of the top SAE latents, one small panel each. */
+export function saeLatentsChart(layer: string, r: Obj): Chart | null {
+  const top = Array.isArray(r.top_latents) ? (r.top_latents as Obj[]) : [];
+  const values = top.flatMap((t) => histogramValues(t.activation_histogram as HistogramLike).map((b) => ({ ...b, latent: `latent ${String(t.latent)}`, order: top.indexOf(t) })));
+  if (values.length === 0) return null;
+  return {
+    id: `sae-latents-${slug(layer)}`,
+    title: `Top SAE latents, activation when active: ${layer}`,
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+      title: `Top SAE latents, activation when active: ${layer}`,
+      data: { values },
+      facet: { field: 'latent', type: 'nominal', title: null, sort: { field: 'order' } },
+      columns: 5,
+      spec: {
+        width: 120,
+        height: 70,
+        mark: { type: 'bar', color: '#72b7b2' },
+        encoding: {
+          x: { field: 'lo', type: 'quantitative', title: null, bin: { binned: true } },
+          x2: { field: 'hi' },
+          y: { field: 'count', type: 'quantitative', title: null, axis: { tickCount: 3 } },
+        },
+      },
+      resolve: { scale: { x: 'independent', y: 'independent' } },
+      config: { font: 'sans-serif' },
+    } as TopLevelSpec,
+  };
+}
+
+/** One SAE latent's activation histogram (the dashboard's view when a latent is clicked). */
+export function latentHistogramChart(layer: string, latent: Obj): Chart | null {
+  const values = histogramValues(latent.activation_histogram as HistogramLike);
+  if (values.length === 0) return null;
+  const name = `latent ${String(latent.latent)}`;
+  return {
+    id: `sae-latent-${slug(layer)}-${String(latent.latent)}`,
+    title: `${name} of ${layer}: activation when active`,
+    spec: {
+      ...base(`${name} of ${layer}: activation when active`),
+      data: { values },
+      mark: { type: 'bar', color: '#72b7b2' },
+      encoding: {
+        x: { field: 'lo', type: 'quantitative', title: 'activation', bin: { binned: true } },
+        x2: { field: 'hi' },
+        y: { field: 'count', type: 'quantitative', title: 'rows' },
+        tooltip: [{ field: 'lo', title: 'from', format: '.3g' }, { field: 'hi', title: 'to', format: '.3g' }, { field: 'count' }],
+      },
+    } as TopLevelSpec,
+  };
+}
+
 /** Renders a Vega-Lite spec to a standalone SVG string. */
 export async function renderSvg(spec: ChartSpec): Promise<string> {
   // Vega logs spec warnings to the console; a report must not print, so only errors (thrown) count.

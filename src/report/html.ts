@@ -4,7 +4,7 @@
  */
 import type { EvalResults } from './results.js';
 import { chartsForLayer, chartsForAnalysis, type RenderedChart } from './chart-set.js';
-import { analysisTitle, sectionLines } from './sections.js';
+import { analysisTitle, fmt, pct, sectionLines } from './sections.js';
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -15,7 +15,9 @@ function inline(s: string): string {
 }
 
 /** The Markdown subset the report writes (paragraphs and pipe tables) as HTML. */
-export function markdownToHtml(lines: string[]): string {
+export function markdownToHtml(input: string[]): string {
+  // Sections push whole tables (mdTable) as one multi-line entry.
+  const lines = input.flatMap((l) => l.split('\n'));
   const out: string[] = [];
   let i = 0;
   const cells = (l: string) => l.replace(/^\||\|$/g, '').split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, '|'));
@@ -37,19 +39,41 @@ export function markdownToHtml(lines: string[]): string {
 }
 
 const STYLE = `
-body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#2f3e4e;color:#fff;padding:16px 28px}header h1{margin:0 0 4px;font-size:22px}
-main{padding:8px 28px 40px;max-width:1100px}
-section.analysis{margin-top:28px}h2{border-bottom:2px solid #ddd;padding-bottom:4px}
-article.layer{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:12px 16px;margin:14px 0}
-figure.chart{margin:8px 0;display:inline-block;vertical-align:top}figure.chart figcaption{font-size:12px;color:#666}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
-th{background:#f0f0f0}code{background:#f0f0f0;padding:0 3px;border-radius:3px}nav a{color:#cde;margin-right:12px}
-p.error{color:#b00}
+body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#f4f5f7}
+header{background:#2f3e4e;color:#fff;padding:16px 28px}header h1{margin:0 0 4px;font-size:22px}header div{font-size:14px;color:#cdd6e0}
+nav{margin-top:8px}nav a{color:#fff;margin-right:14px;font-size:14px;text-decoration:none;border-bottom:1px dotted #9ab}
+main{padding:8px 28px 40px;max-width:1280px}
+section.analysis{margin-top:26px}h2{border-bottom:2px solid #dde;padding-bottom:4px;font-size:20px}
+article.layer{background:#fff;border:1px solid #e1e3e8;border-radius:8px;padding:10px 16px;margin:12px 0}article.layer h3{margin:4px 0 8px;font-size:15px}
+.layer-body{display:flex;flex-wrap:wrap;gap:8px 24px;align-items:flex-start}.layer-body .text{flex:1 1 380px;min-width:320px}
+figure.chart{margin:6px 0;display:inline-block;vertical-align:top}
+figure.chart svg{max-width:100%;height:auto}
+p{font-size:14px;line-height:1.45;margin:6px 0}
+table{border-collapse:collapse;margin:6px 0;font-size:12.5px}td,th{border:1px solid #ddd;padding:2px 7px;text-align:left;vertical-align:top}
+th{background:#f0f0f0}code{background:#f0f0f0;padding:0 3px;border-radius:3px}header code{background:none;color:#fff}
+p.error{color:#b00}details.latents summary{cursor:pointer;color:#2f3e4e;margin:6px 0;font-size:14px}
 `;
 
+/**
+ * Every top latent with each of its top-activating samples on its own row (shard, step, row,
+ * value), so a reader can go back to the exact rows; the Markdown table above only lists a few.
+ */
+export function saeLatentTable(r: Record<string, unknown>): string {
+  const top = (Array.isArray(r.top_latents) ? r.top_latents : []) as { latent: number; frequency: number; top_rows?: { shard: string | null; global_step: number | null; row: number; value: number }[] }[];
+  if (top.length === 0) return '';
+  const body = top.map((t) => {
+    const rows = t.top_rows ?? [];
+    const n = Math.max(1, rows.length);
+    const head = `<td rowspan="${n}"><b>${t.latent}</b></td><td rowspan="${n}">${pct(t.frequency)}</td>`;
+    if (rows.length === 0) return `<tr data-latent="${t.latent}">${head}<td colspan="4">–</td></tr>`;
+    return rows.map((x, i) => `<tr data-latent="${t.latent}">${i === 0 ? head : ''}<td><code>${esc(x.shard ?? '–')}</code></td><td>${fmt(x.global_step)}</td><td>${fmt(x.row)}</td><td>${fmt(x.value)}</td></tr>`).join('');
+  });
+  return `<details class="latents"><summary>Top-activating samples (shard, step, row, activation) of the ${top.length} top latents</summary><table data-table="sae-top-latents"><thead><tr><th>latent</th><th>active in</th><th>shard</th><th>step</th><th>row</th><th>activation</th></tr></thead><tbody>${body.join('')}</tbody></table></details>`;
+}
+
 function figure(c: RenderedChart): string {
-  return `<figure class="chart" data-chart="${esc(c.id)}">${c.svg}<figcaption>${esc(c.title)}</figcaption></figure>`;
+  // The chart draws its own title; the label names it for screen readers.
+  return `<figure class="chart" data-chart="${esc(c.id)}" role="img" aria-label="${esc(c.title)}">${c.svg}</figure>`;
 }
 
 /** Renders the whole page; `charts` are the ones chartSet made (so the Markdown can share the files). */
@@ -73,7 +97,8 @@ export async function renderHtml(results: EvalResults, meta: { shards_path?: str
       else {
         const charts = await chartsForLayer(name, layer, r);
         all.push(...charts);
-        parts.push(...charts.map(figure), markdownToHtml(sectionLines(name, layer, r)));
+        parts.push(`<div class="layer-body"><div class="figs">${charts.map(figure).join('\n')}</div><div class="text">${markdownToHtml(sectionLines(name, layer, r))}</div></div>`);
+        if (name === 'sae') parts.push(saeLatentTable(r));
       }
       parts.push('</article>');
     }

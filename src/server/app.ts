@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import { ConfigError } from '../errors.js';
 import { API_KEY_ENV, bearerAuth } from './auth.js';
 import { CacheIndex } from './cache-index.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from './dashboard.js';
 import { mechintErrorHandler, mechintNotFoundHandler } from './errors.js';
 import { JobManager, type JobManagerOptions } from './jobs.js';
 import { mechintRoutes, type MechIntRoutesOptions } from './routes.js';
@@ -36,6 +37,8 @@ export interface BuildAppOptions extends Omit<MechIntRoutesOptions, 'apiKey' | '
   readonly logger?: FastifyServerOptions['logger'];
   /** Serve the OpenAPI document at `/docs/json` and the UI at `/docs`. @default true */
   readonly docs?: boolean;
+  /** Serve the dashboard at `/` (its page and script need no key; the page asks for it). @default false (`mechint serve` turns it on) */
+  readonly dashboard?: boolean;
 }
 
 /**
@@ -57,7 +60,7 @@ export async function buildApp(options: BuildAppOptions = {}): Promise<FastifyIn
   app.setErrorHandler(mechintErrorHandler);
   app.setNotFoundHandler(mechintNotFoundHandler);
 
-  if (apiKey !== null) app.addHook('onRequest', bearerAuth({ apiKey, publicPaths: ['/health'] }));
+  if (apiKey !== null) app.addHook('onRequest', bearerAuth({ apiKey, publicPaths: ['/health', ...(options.dashboard ? DASHBOARD_PUBLIC_PATHS : [])] }));
   if (options.cors) await app.register(cors, options.cors === true ? { origin: true } : options.cors);
 
   if (options.docs ?? true) {
@@ -75,8 +78,9 @@ export async function buildApp(options: BuildAppOptions = {}): Promise<FastifyIn
   const started = Date.now();
   app.get('/health', { schema: healthRoute }, async () => ({ status: 'ok', uptime_s: (Date.now() - started) / 1000, jobs: jobs.counts() }));
 
-  const { apiKey: _k, cors: _c, jobs: _j, bodyLimit: _b, logger: _l, docs: _d, ...routeOptions } = options;
+  const { apiKey: _k, cors: _c, jobs: _j, bodyLimit: _b, logger: _l, docs: _d, dashboard: _db, ...routeOptions } = options;
   await app.register(mechintRoutes, { ...routeOptions, jobs });
+  if (options.dashboard) await app.register(dashboardRoutes, { auth: apiKey !== null });
   app.addHook('onClose', async () => jobs.close());
   return app;
 }

@@ -5,11 +5,12 @@
  * read by byte range (file reads, or range GETs from S3).
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, stat } from 'node:fs/promises';
+import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MANIFEST_FILE, parseShardFileName } from '../constants.js';
 import { NoShardsError, ShardChecksumError, FormatError, LayerNotFoundError } from '../errors.js';
 import { DTYPE_BYTES, toFloat32, type DType } from '../formats/dtypes.js';
+import { readActivationFile } from '../formats/read-any.js';
 import { parseHeaderJson, readHeaderLength, readSafetensorsHeader, type SafetensorsHeader } from '../formats/safetensors.js';
 import type { RowBatch, RowSource } from './rows.js';
 import { sha256File } from './atomic.js';
@@ -29,6 +30,8 @@ export interface ShardInfo {
   file: string;
   /** Absolute local path, or `s3://bucket/key` for a shard in S3. */
   path: string;
+  /** safetensors shards stream by byte range; `.pt` and `.npy` files are parsed whole. */
+  format: 'safetensors' | 'pt' | 'npy';
   shardId: number | null;
   globalStep: number | null;
   rank: number | null;
@@ -65,10 +68,36 @@ async function manifestsIn(dir: string): Promise<Manifest[]> {
 }
 
 async function describe(path: string, record: ShardRecord | null): Promise<ShardInfo> {
-  if (!basename(path).endsWith('.safetensors')) {
-    throw new FormatError(`${path}: only .safetensors shards can be streamed by this reader`);
-  }
+  if (!basename(path).endsWith('.safetensors')) return describeWholeFile(path);
   return describeHeader(basename(path), path, await readSafetensorsHeader(path), record);
+}
+
+/**
+ * `.pt` (the original system's torch.save shards, through the restricted unpickler) and `.npy`
+ * files have no byte ranges to stream: they are parsed whole, one file at a time, here for their
+ * shapes and again when their rows are read.
+ */
+async function describeWholeFile(path: string): Promise<ShardInfo> {
+  const bytes = await readFile(path);
+  const parsed = readActivationFile(bytes, path);
+  const file = basename(path);
+  const name = parseShardFileName(file);
+  const tensors: Record<string, ShardTensorInfo> = {};
+  for (const [layer, t] of Object.entries(parsed.tensors)) tensors[layer] = { dtype: t.dtype, shape: t.shape, start: 0, end: t.data.byteLength };
+  const meta = parsed.metadata;
+  const num = (v: string | undefined) => (v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : null);
+  return {
+    file,
+    path,
+    format: parsed.format,
+    shardId: name?.shardId ?? num(meta.shard_id),
+    globalStep: name?.globalStep ?? num(meta.global_step),
+    rank: name?.rank ?? num(meta.rank),
+    bytes: bytes.byteLength,
+    metadata: meta,
+    tensors,
+    record: null,
+  };
 }
 
 /** The first bytes of a remote shard hold its header; one GET usually covers it, a second fetches the rest. */
@@ -95,6 +124,7 @@ function describeHeader(file: string, path: string, header: SafetensorsHeader & 
   return {
     file,
     path,
+    format: 'safetensors',
     shardId: parsed?.shardId ?? (header.metadata.shard_id ? Number(header.metadata.shard_id) : null),
     globalStep: parsed?.globalStep ?? metaStep,
     rank: parsed?.rank ?? (header.metadata.rank ? Number(header.metadata.rank) : null),
@@ -155,7 +185,8 @@ export class ShardReader {
     const manifests = await manifestsIn(abs);
     const records = new Map(manifests.flatMap((m) => m.shards).map((s) => [s.file, s]));
     const files = new Set(records.keys());
-    for (const f of await readdir(abs)) if (parseShardFileName(f)?.ext === 'safetensors') files.add(f);
+    // Ours (.safetensors) and the original system's (.pt), by the guide's activations_shard_* naming.
+    for (const f of await readdir(abs)) if (parseShardFileName(f)) files.add(f);
     const shards: ShardInfo[] = [];
     const missing: string[] = [];
     for (const f of files) {
@@ -165,7 +196,7 @@ export class ShardReader {
       else missing.push(f);
     }
     if (shards.length === 0) {
-      const why = missing.length > 0 ? `the manifest lists ${missing.length} shard(s) but none of the files exist` : 'expected activations_shard_*.safetensors files or a manifest.json listing them';
+      const why = missing.length > 0 ? `the manifest lists ${missing.length} shard(s) but none of the files exist` : 'expected activations_shard_*.safetensors (or .pt) files or a manifest.json listing them';
       throw new NoShardsError(`No shards in ${path}: ${why}`);
     }
     shards.sort((a, b) => (a.rank ?? 0) - (b.rank ?? 0) || (a.shardId ?? 0) - (b.shardId ?? 0) || a.file.localeCompare(b.file));
@@ -252,7 +283,8 @@ export class ShardReader {
         if (!t) continue;
         if (reader.verify) await reader.verifyShard(shard);
         if (reader.store) yield* readRemoteRows(reader.store, shard, t, summary.dim, blockRows);
-        else yield* readRows(shard, t, summary.dim, blockRows);
+        else if (shard.format === 'safetensors') yield* readRows(shard, t, summary.dim, blockRows);
+        else yield* readWholeFileRows(shard, layer, summary.dim, blockRows);
       }
     };
   }
@@ -275,6 +307,17 @@ async function* readRows(shard: ShardInfo, t: ShardTensorInfo, dim: number, bloc
     }
   } finally {
     await fh.close();
+  }
+}
+
+async function* readWholeFileRows(shard: ShardInfo, layer: string, dim: number, blockRows: number): AsyncGenerator<RowBatch> {
+  const t = readActivationFile(await readFile(shard.path), shard.path).tensors[layer];
+  if (!t) throw new FormatError(`${shard.file} no longer holds \`${layer}\``);
+  const values = toFloat32(t);
+  const total = dim === 0 ? 0 : values.length / dim;
+  for (let row = 0; row < total; row += blockRows) {
+    const n = Math.min(blockRows, total - row);
+    yield { rows: values.subarray(row * dim, (row + n) * dim), nRows: n, dim, shard: shard.file, globalStep: shard.globalStep ?? undefined, rowOffset: row };
   }
 }
 
