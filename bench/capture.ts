@@ -2,8 +2,9 @@
  * Capture overhead and shard I/O throughput. Prints JSON.
  * - Training: the same small model (2 hooked layers, guide defaults: save every 200 steps, 10000
  *   samples per shard) trained with and without MechIntCallback, alternated, several rounds.
- * - Shards: ShardWriter.write and ShardReader row streaming against a plain fs write+fsync and
- *   read of the same bytes.
+ * - Shards: the shard file written as ShardWriter does (atomic, with its sha256), the whole
+ *   ShardWriter.write (shard, then manifest), and ShardReader row streaming, against a plain fs
+ *   write+fsync and read of the same bytes.
  */
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,11 +13,12 @@ import { initBackend, tf } from '../src/backend.js';
 import { MechIntCallback } from '../src/capture/callback.js';
 import { ShardWriter } from '../src/storage/shard-writer.js';
 import { ShardReader } from '../src/storage/shard-reader.js';
+import { writeFileAtomic } from '../src/storage/atomic.js';
 import { serializeSafetensors } from '../src/formats/safetensors.js';
 import { fromFloat32 } from '../src/formats/dtypes.js';
 
 const rounds = Number(process.env.ROUNDS ?? 5);
-const stepsPerRun = Number(process.env.STEPS ?? 600);
+const stepsPerRun = Number(process.env.STEPS ?? 3000);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 await initBackend();
@@ -69,23 +71,41 @@ const a = Float32Array.from({ length: rows * dim }, (_, i) => Math.sin(i));
 const b = Float32Array.from({ length: rows * dim }, (_, i) => Math.cos(i));
 const bytes = Buffer.concat(serializeSafetensors({ l1: fromFloat32(a, [rows, dim]), l2: fromFloat32(b, [rows, dim]) })).length;
 const writeOurs: number[] = [];
+const writeWithManifest: number[] = [];
 const writePlain: number[] = [];
 const readOurs: number[] = [];
 const readPlain: number[] = [];
-for (let r = 0; r < rounds; r++) {
+const ioRounds = rounds * 2 + 1;
+for (let r = 0; r < ioRounds; r++) {
+  const tensors = () => ({ l1: fromFloat32(a, [rows, dim]), l2: fromFloat32(b, [rows, dim]) });
+  const ours = async () => {
+    // The shard file as ShardWriter writes it: temp name, sha256, fsync, rename.
+    const t0 = performance.now();
+    await writeFileAtomic(join(dir, `ours${r}.safetensors`), serializeSafetensors(tensors()), { syncDir: false });
+    writeOurs.push(performance.now() - t0);
+  };
+  const plainWrite = async () => {
+    const t0 = performance.now();
+    const fh = await open(join(dir, `plain${r}.bin`), 'w');
+    await fh.writev(serializeSafetensors(tensors()));
+    await fh.sync();
+    await fh.close();
+    writePlain.push(performance.now() - t0);
+  };
+  // Alternate the order so the disk's state favours neither.
+  if (r % 2 === 0) {
+    await ours();
+    await plainWrite();
+  } else {
+    await plainWrite();
+    await ours();
+  }
+  // The whole of ShardWriter.write: the shard, then the manifest that lists it.
   const w = new ShardWriter({ dir: join(dir, `io${r}`) });
   await w.open();
   let t0 = performance.now();
   const rec = await w.write({ layers: { l1: { shape: [rows, dim], data: a }, l2: { shape: [rows, dim], data: b } }, globalStep: r });
-  writeOurs.push(performance.now() - t0);
-
-  t0 = performance.now();
-  const chunks = serializeSafetensors({ l1: fromFloat32(a, [rows, dim]), l2: fromFloat32(b, [rows, dim]) });
-  const fh = await open(join(dir, `plain${r}.bin`), 'w');
-  await fh.writev(chunks);
-  await fh.sync();
-  await fh.close();
-  writePlain.push(performance.now() - t0);
+  writeWithManifest.push(performance.now() - t0);
 
   t0 = performance.now();
   const reader = await ShardReader.open(join(dir, `io${r}`, rec.file), { verify: false });
@@ -117,6 +137,8 @@ console.log(JSON.stringify({
     write_mb_s: +mbps(median(writeOurs)).toFixed(1),
     plain_write_fsync_mb_s: +mbps(median(writePlain)).toFixed(1),
     write_ratio: +(median(writePlain) / median(writeOurs)).toFixed(3),
+    write_with_manifest_mb_s: +mbps(median(writeWithManifest)).toFixed(1),
+    write_with_manifest_ratio: +(median(writePlain) / median(writeWithManifest)).toFixed(3),
     read_mb_s: +mbps(median(readOurs)).toFixed(1),
     plain_read_mb_s: +mbps(median(readPlain)).toFixed(1),
     read_ratio: +(median(readPlain) / median(readOurs)).toFixed(3),

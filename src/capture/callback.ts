@@ -44,11 +44,9 @@ export class MechIntCallback extends tf.Callback {
 
   override async onBatchEnd(batch: number, _logs?: Logs): Promise<void> {
     this.started = true;
-    // The save runs in the background: a training step never waits for disk.
-    void this.hooks.onTrainingStep({ globalStep: this.globalStep, epoch: this.epoch, batchIdx: batch }).catch((err: Error) => {
-      console.warn(`[MechInt] Saving activations at step ${this.globalStep} failed: ${err.message}`);
-    });
-    this.globalStep++;
+    // The save runs in the background: a training step never waits for disk. A failed save is
+    // logged when it fails and thrown again at train end.
+    this.hooks.stepDone(this.globalStep++, this.epoch, batch);
     // fit's loop only awaits microtasks; without a turn of the event loop the file I/O of a
     // background save would never progress. One setImmediate per step while saving is enough.
     if (this.hooks.saving) await new Promise<void>((resolve) => setImmediate(resolve));

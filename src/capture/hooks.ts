@@ -68,6 +68,17 @@ export class MechIntHooks {
     return this.save(globalStep, info.epoch, info.batchIdx);
   }
 
+  /**
+   * onTrainingStep for callers that do not wait: records the step and, on a save step, starts
+   * the save in the background (a failure is logged now and thrown by onTrainEnd).
+   */
+  stepDone(globalStep: number, epoch?: number, batchIdx?: number): void {
+    this.lastStep = globalStep;
+    if (epoch !== undefined) this.lastEpoch = epoch;
+    if (!this.sampler || globalStep % this.config.saveHiddenEveryNSteps !== 0) return;
+    this.save(globalStep, epoch, batchIdx).catch((err: Error) => this.logger.warn(`Saving activations at step ${globalStep} failed: ${err.message}`));
+  }
+
   /** Starts a save; the returned promise is also tracked so onTrainEnd can wait for it. */
   save(globalStep: number, epoch?: number, batchIdx?: number): Promise<string | null> {
     const sampler = this.sampler;

@@ -8,6 +8,8 @@
 export class Reservoir {
   /** Samples offered since the last reset. */
   seen = 0;
+  /** True when the last offer only filled free slots, so its slots are consecutive. */
+  lastFilled = false;
   constructor(
     readonly capacity: number,
     private readonly random: () => number,
@@ -16,6 +18,7 @@ export class Reservoir {
   /** Decides slots for `count` new samples. */
   offer(count: number): Int32Array {
     const slots = new Int32Array(count);
+    this.lastFilled = this.seen + count <= this.capacity;
     for (let i = 0; i < count; i++) {
       const n = this.seen++;
       if (n < this.capacity) slots[i] = n;

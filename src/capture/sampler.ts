@@ -69,6 +69,31 @@ export function pickActivation(output: unknown): tf.Tensor | null {
   return null;
 }
 
+/**
+ * A CPU-resident tensor's values. On wasm a view of the heap (no copy): it is copied into the
+ * cache at once, before any other op can move or reuse that memory.
+ */
+function readNow(t: tf.Tensor): Float32Array {
+  const backend = tf.backend() as { typedArrayFromHeap?: (t: tf.Tensor) => ArrayLike<number> };
+  if (t.dtype === 'float32' && tf.getBackend() === 'wasm' && typeof backend.typedArrayFromHeap === 'function') {
+    return backend.typedArrayFromHeap(t) as Float32Array;
+  }
+  const values = t.dataSync();
+  return values instanceof Float32Array ? values : Float32Array.from(values as ArrayLike<number>);
+}
+
+/** A Float32Array whose memory is not zeroed first (every slot is written before it is read). */
+function uninitializedFloats(n: number): Float32Array {
+  const buf = Buffer.allocUnsafeSlow(n * 4);
+  return new Float32Array(buf.buffer, buf.byteOffset, n);
+}
+
+function sameSampleShape(sample: readonly number[], full: readonly number[]): boolean {
+  if (sample.length !== full.length - 1) return false;
+  for (let i = 0; i < sample.length; i++) if (sample[i] !== full[i + 1]) return false;
+  return true;
+}
+
 /** Backends whose tensors live in CPU memory: reading them is a copy, so it is done at once. */
 const CPU_BACKENDS = new Set(['wasm', 'cpu', 'tensorflow']);
 
@@ -94,6 +119,8 @@ export class ActivationSampler {
   private caches: Record<string, LayerCache> = {};
   /** The per-sample view handed out by `activations`, kept so a subclass's changes are saved. */
   private exposed: Record<string, Float32Array[]> | null = null;
+  /** Samples per layer the last interval held: the next one's first allocation. */
+  private lastCounts: Record<string, number> = {};
   /** Bumped by clearCache, so a late asynchronous read never lands in a newer interval. */
   private generation = 0;
   private pending = new Set<Promise<void>>();
@@ -174,42 +201,31 @@ export class ActivationSampler {
       }
       return;
     }
-    const sampleShape = t.shape.slice(1) as number[];
     const known = this.sampleShapes[path];
-    if (known && known.join(',') !== sampleShape.join(',')) {
+    let size = 1;
+    for (let d = 1; d < t.rank; d++) size *= t.shape[d]!;
+    if (known ? !sameSampleShape(known, t.shape) : false) {
       if (!this.warnedShapes.has(path)) {
         this.warnedShapes.add(path);
-        this.logger.warn(`Layer \`${path}\` changed its sample shape from [${known}] to [${sampleShape}]; samples of the new shape are skipped until the next shard`);
+        this.logger.warn(`Layer \`${path}\` changed its sample shape from [${known}] to [${t.shape.slice(1)}]; samples of the new shape are skipped until the next shard`);
       }
       return;
     }
-    this.sampleShapes[path] = sampleShape;
+    if (!known) this.sampleShapes[path] = t.shape.slice(1) as number[];
     const reservoir = (this.reservoirs[path] ??= new Reservoir(this.maxSamplesPerShard, this.random));
     const slots = reservoir.offer(t.shape[0]!);
     if (!slots.some((s) => s >= 0)) return;
-    const size = sampleShape.reduce((a, d) => a * d, 1);
-    const generation = this.generation;
-    const store = (values: ArrayLike<number>): void => {
-      if (generation !== this.generation) return;
-      const cache = this.cacheFor(path, size, slots);
-      const src = values instanceof Float32Array ? values : Float32Array.from(values);
-      for (let i = 0; i < slots.length; i++) {
-        const slot = slots[i]!;
-        if (slot < 0) continue;
-        cache.data.set(src.subarray(i * size, (i + 1) * size), slot * size);
-        if (slot >= cache.count) cache.count = slot + 1;
-      }
-      this.exposed = null;
-    };
     if (CPU_BACKENDS.has(tf.getBackend())) {
-      store(t.dataSync() as ArrayLike<number>);
+      this.store(path, size, slots, reservoir.lastFilled, readNow(t), this.generation);
       return;
     }
     // GPU-resident tensors: keep a clone (no copy) past the step's tidy and read it asynchronously.
+    const generation = this.generation;
+    const consecutive = reservoir.lastFilled;
     const kept = tf.keep(t.clone());
     const p = kept
       .data()
-      .then((values) => store(values as ArrayLike<number>))
+      .then((values) => this.store(path, size, slots, consecutive, values instanceof Float32Array ? values : Float32Array.from(values as ArrayLike<number>), generation))
       .catch((err: Error) => {
         this.captureError ??= err;
       })
@@ -220,14 +236,37 @@ export class ActivationSampler {
     this.pending.add(p);
   }
 
+  /** Copies the kept samples of one captured batch into the layer's cache slots. */
+  private store(path: string, size: number, slots: Int32Array, consecutive: boolean, values: Float32Array, generation: number): void {
+    if (generation !== this.generation) return;
+    const cache = this.cacheFor(path, size, slots);
+    const n = slots.length;
+    const first = slots[0]!;
+    if (consecutive) {
+      // Until the reservoir is full the slots are consecutive: one copy for the whole batch.
+      cache.data.set(values.subarray(0, n * size), first * size);
+      if (first + n > cache.count) cache.count = first + n;
+    } else {
+      for (let i = 0; i < n; i++) {
+        const slot = slots[i]!;
+        if (slot < 0) continue;
+        cache.data.set(values.subarray(i * size, (i + 1) * size), slot * size);
+        if (slot >= cache.count) cache.count = slot + 1;
+      }
+    }
+    this.exposed = null;
+  }
+
   /** The layer's cache, grown (doubling, up to the reservoir's capacity) to hold the given slots. */
   private cacheFor(path: string, size: number, slots: Int32Array): LayerCache {
     let max = -1;
     for (const s of slots) if (s > max) max = s;
+    // Start at the size the last interval reached, so a steady run allocates once per shard.
     const cache = (this.caches[path] ??= { data: new Float32Array(0), size, count: 0 });
     const needed = (max + 1) * size;
     if (needed > cache.data.length) {
-      const grown = new Float32Array(Math.min(this.maxSamplesPerShard * size, Math.max(needed, cache.data.length * 2, 64 * size)));
+      const samples = Math.min(this.maxSamplesPerShard, Math.max(max + 1, (2 * cache.data.length) / size, this.lastCounts[path] ?? 0, 64));
+      const grown = uninitializedFloats(samples * size);
       grown.set(cache.data.subarray(0, cache.count * size));
       cache.data = grown;
     }
@@ -336,6 +375,7 @@ export class ActivationSampler {
 
   /** Empties the cache and starts a new sampling interval (pending reads land in the old one). */
   clearCache(): void {
+    for (const [layer, c] of Object.entries(this.caches)) this.lastCounts[layer] = c.count;
     this.caches = {};
     this.exposed = null;
     this.reservoirs = {};
