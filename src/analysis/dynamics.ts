@@ -18,6 +18,10 @@ export interface StepSummary {
   dead_fraction: number;
   top10_explained_variance: number;
   participation_ratio: number;
+  /** Cumulative explained-variance ratio of the top 10 PCs at this step. */
+  cumulative_explained_variance: number[];
+  /** Units' activation frequencies at this step, highest first (at most 64 points, evenly spaced ranks). */
+  sorted_frequencies: number[];
 }
 
 export interface DynamicsResult {
@@ -74,6 +78,7 @@ export async function runDynamicsAnalysis(source: RowSource, options: Record<str
     const freq = Array.from(acc.active, (a) => a / acc.rows);
     let top10 = 0;
     let pr = 0;
+    const cumulative: number[] = [];
     if (acc.rows >= 2) {
       const { covariance } = await acc.cov.finish();
       const { values } = symmetricEigen(covariance, dim, { vectors: false });
@@ -81,6 +86,8 @@ export async function runDynamicsAnalysis(source: RowSource, options: Record<str
       const total = lambdas.reduce((a, b) => a + b, 0);
       const sq = lambdas.reduce((a, b) => a + b * b, 0);
       top10 = total > 0 ? lambdas.slice(0, 10).reduce((a, b) => a + b, 0) / total : 0;
+      let c = 0;
+      for (const l of lambdas.slice(0, 10)) cumulative.push(total > 0 ? (c += l) / total : 0);
       pr = sq > 0 ? (total * total) / sq : 0;
     }
     steps.push({
@@ -91,7 +98,15 @@ export async function runDynamicsAnalysis(source: RowSource, options: Record<str
       dead_fraction: freq.filter((f) => f < 0.01).length / dim,
       top10_explained_variance: top10,
       participation_ratio: pr,
+      cumulative_explained_variance: cumulative,
+      sorted_frequencies: downsample([...freq].sort((a, b) => b - a), 64),
     });
   }
   return { steps, n_units: dim };
+}
+
+/** At most `max` evenly spaced points of a curve (first and last kept). */
+function downsample(xs: number[], max: number): number[] {
+  if (xs.length <= max) return xs;
+  return Array.from({ length: max }, (_, i) => xs[Math.round((i * (xs.length - 1)) / (max - 1))]!);
 }

@@ -1,5 +1,5 @@
 /** Which charts each analysis gets, rendered to SVG once for both the HTML and the Markdown report. */
-import { causalChart, circuitChart, dynamicsChart, neuronFrequencyChart, pcaChart, probeChart, renderSvg, saeLatentsChart, saeTrainingChart, slug, steeringChart, type Chart } from './charts.js';
+import { causalChart, circuitChart, dynamicsChart, dynamicsCurvesChart, neuronFrequencyChart, pcaChart, probeChart, renderSvg, saeLatentsChart, saeTrainingChart, slug, steeringChart, type Chart } from './charts.js';
 
 type Obj = Record<string, unknown>;
 
@@ -14,7 +14,7 @@ const perLayer: Record<string, ((layer: string, r: Obj) => Chart | null)[]> = {
   neuron: [neuronFrequencyChart],
   feature: [pcaChart],
   sae: [saeTrainingChart, saeLatentsChart],
-  dynamics: [dynamicsChart],
+  dynamics: [dynamicsChart, dynamicsCurvesChart],
   causal: [causalChart],
   steering: [steeringChart],
 };

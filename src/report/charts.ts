@@ -381,6 +381,42 @@ export function latentHistogramChart(layer: string, latent: Obj): Chart | null {
   };
 }
 
+/** One line per training step: the cumulative PCA spectrum and the sorted unit activation frequencies. */
+export function dynamicsCurvesChart(layer: string, r: Obj): Chart | null {
+  const steps = Array.isArray(r.steps) ? (r.steps as Obj[]) : [];
+  if (steps.length < 2) return null;
+  const values: Obj[] = [];
+  for (const s of steps) {
+    (arr(s, 'cumulative_explained_variance')).forEach((v, i) => values.push({ step: s.global_step, panel: 'cumulative explained variance by PC', x: i + 1, value: v }));
+    const f = arr(s, 'sorted_frequencies');
+    f.forEach((v, i) => values.push({ step: s.global_step, panel: 'unit activation frequency by rank', x: f.length > 1 ? i / (f.length - 1) : 0, value: v }));
+  }
+  if (values.length === 0) return null;
+  return {
+    id: `dynamics-curves-${slug(layer)}`,
+    title: `One line per training step: ${layer}`,
+    spec: {
+      $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+      title: `One line per training step: ${layer}`,
+      data: { values },
+      facet: { column: { field: 'panel', type: 'nominal', title: null } },
+      spec: {
+        width: 240,
+        height: 160,
+        mark: { type: 'line', strokeWidth: 1.5 },
+        encoding: {
+          x: { field: 'x', type: 'quantitative', title: null },
+          y: { field: 'value', type: 'quantitative', title: null, scale: { domain: [0, 1] } },
+          color: { field: 'step', type: 'quantitative', title: 'global step', scale: { scheme: 'viridis' } },
+          detail: { field: 'step', type: 'nominal' },
+        },
+      },
+      resolve: { scale: { x: 'independent' } },
+      config: { font: 'sans-serif' },
+    } as TopLevelSpec,
+  };
+}
+
 /** Renders a Vega-Lite spec to a standalone SVG string. */
 export async function renderSvg(spec: ChartSpec): Promise<string> {
   // Vega logs spec warnings to the console; a report must not print, so only errors (thrown) count.
