@@ -102,3 +102,5 @@ export { executionOrder } from './capture/interventions.js';
 export { causalChart, circuitChart, steeringChart, saeLatentsChart, latentHistogramChart } from './report/charts.js';
 export { dashboardRoutes, DASHBOARD_PUBLIC_PATHS, type DashboardOptions } from './server/dashboard.js';
 export { HISTOGRAM_BINS, type ActivationHistogram } from './analysis/sae-top-rows.js';
+export { writeEvalDataFile, readEvalDataFile } from './report/eval-data-file.js';
+export { dynamicsCurvesChart } from './report/charts.js';

@@ -53,7 +53,9 @@ export function demoSummaryText(s: DemoSummary): string {
     `Shards and manifest: ${rel(s.cacheDir)}`,
     `Checkpoints:         ${rel(s.checkpointsDir)}`,
     `Results:             ${rel(s.files.json)}`,
-    `Report:              ${rel(s.files.markdown)}`,
+    `Report:              ${rel(s.files.html)} (and ${rel(s.files.markdown)})`,
+    '',
+    `Browse it: npx mechint serve --cache ${rel(s.cacheDir)} --model ${rel(s.checkpointsDir)}/best --eval-data ${rel(s.evalDataFile)}`,
   );
   return lines.join('\n');
 }
@@ -87,7 +89,7 @@ export function registerDemoCommand(program: Command): Command {
       }).finally(() => progress.done());
       if (flags.json) {
         console.log(JSON.stringify({
-          out: summary.out, cache: summary.cacheDir, checkpoints: summary.checkpointsDir, results: summary.files.json, report: summary.files.markdown,
+          out: summary.out, cache: summary.cacheDir, checkpoints: summary.checkpointsDir, results: summary.files.json, report: summary.files.markdown, html: summary.files.html, eval_data: summary.evalDataFile,
           train_seconds: summary.trainSeconds, analysis_seconds: summary.analysisSeconds, held_out_behavior_r2: summary.heldOutBehaviorR2,
           best_epoch: summary.bestEpoch, shards: summary.shardsWritten.length,
         }, null, 2));

@@ -38,7 +38,7 @@ export function s3ConfigFromFlags(flags: S3Flags): Partial<MechIntOptions> {
   if (flags.s3Endpoint !== undefined) out.s3Endpoint = flags.s3Endpoint;
   if (flags.s3ForcePathStyle !== undefined) out.s3ForcePathStyle = flags.s3ForcePathStyle;
   else if (flags.s3Endpoint !== undefined) out.s3ForcePathStyle = true;
-  // Validates each value with the config's messages; the bucket placeholder only lets a lone --storage-backend s3 pass here.
+  // Validates each value with the config's own messages; a stand-in bucket lets a lone --storage-backend s3 pass here.
   if (Object.keys(out).length > 0) new MechIntConfig({ ...out, s3Bucket: out.s3Bucket ?? 'unset' });
   return out;
 }

@@ -11,6 +11,7 @@ import { API_KEY_ENV } from '../server/auth.js';
 export interface ServeFlags {
   cache?: string;
   model?: string;
+  evalData?: string;
   host: string;
   port: string;
   uploadLimitMb?: string;
@@ -29,8 +30,14 @@ function intFlag(name: string, value: string, min: number, max: number): number 
 
 /** Loads the model once so a bad --model fails at startup, not on the first request. */
 async function checkModel(dir: string): Promise<void> {
-  const [{ initBackend, tf }, { fileSystem }] = await Promise.all([import('../backend.js'), import('../modelio/file-handler.js')]);
+  const [{ initBackend, tf }, { fileSystem }, { registerNeuroFMXMiniLayers }] = await Promise.all([
+    import('../backend.js'),
+    import('../modelio/file-handler.js'),
+    import('../demo/neurofmx-mini.js'),
+  ]);
   await initBackend();
+  // mechint's own model (the demo's checkpoints) uses custom layers: make them known to tfjs.
+  registerNeuroFMXMiniLayers();
   try {
     const model = await tf.loadLayersModel(fileSystem(dir));
     model.dispose();
@@ -43,7 +50,9 @@ async function checkModel(dir: string): Promise<void> {
 export async function runServe(flags: ServeFlags): Promise<void> {
   const port = intFlag('port', flags.port, 0, 65535);
   if (flags.model) await checkModel(flags.model);
+  const evalData = flags.evalData ? await (await import('../report/eval-data-file.js')).readEvalDataFile(flags.evalData) : null;
   const app = await buildApp({
+    ...(evalData ? { evalData } : {}),
     ...(flags.cache === undefined ? {} : { cache: flags.cache }),
     ...(flags.model === undefined ? {} : { modelPath: flags.model }),
     ...(flags.uploadLimitMb === undefined ? {} : { uploadLimit: intFlag('upload-limit-mb', flags.uploadLimitMb, 1, 65536) * 1024 * 1024 }),
@@ -72,6 +81,7 @@ export function registerServeCommand(program: Command): Command {
     .description('Serve the guide\'s /interpret API (layers, analyses, uploads, jobs) over HTTP, with a dashboard at / and OpenAPI at /docs')
     .option('--cache <dir>', 'activation cache: shard directory or s3:// URL (default ./mechint_cache)')
     .option('--model <dir>', 'tfjs model.json directory, for analyses that run the model')
+    .option('--eval-data <file>', 'inputs (and targets, probe targets) for causal, circuit, steering and probe: a safetensors file as `mechint demo` writes')
     .option('--host <host>', 'address to bind; anything but 127.0.0.1 exposes the server', DEFAULT_HOST)
     .option('--port <port>', 'port (0 picks a free one)', String(DEFAULT_PORT))
     .option('--upload-limit-mb <mb>', 'largest uploaded file in MiB (default 256)')

@@ -10,7 +10,8 @@ import { MechIntConfig, type AnalysisName, type MechIntOptions } from '../config
 import { ConfigError } from '../errors.js';
 import { ModelCheckpoint } from '../modelio/checkpoint.js';
 import { analysisNames } from '../analysis/registry.js';
-import type { AnalysisProgress } from '../analysis/types.js';
+import type { AnalysisProgress, EvalData } from '../analysis/types.js';
+import { writeEvalDataFile } from '../report/eval-data-file.js';
 import { EvalMechIntRunner, type ExportedFiles } from '../report/eval-runner.js';
 import type { EvalResults } from '../analysis/runner.js';
 import { generateSyntheticNeuralData, splitTrials, type SyntheticNeuralData } from './synthetic.js';
@@ -51,6 +52,8 @@ export interface DemoSummary {
   cacheDir: string;
   checkpointsDir: string;
   resultsDir: string;
+  /** The held-out trials (inputs, targets, probe targets) for `mechint serve --eval-data`. */
+  evalDataFile: string;
   files: ExportedFiles;
   results: EvalResults;
   trainSeconds: number;
@@ -125,19 +128,23 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     onProgress: (event) => progress({ stage: 'analysis', event }),
   });
   try {
+    const evalData: EvalData = {
+      inputs: val.inputs,
+      targets: [val.targets.behavior_head, val.targets.reconstruction_head],
+      probeTargets: {
+        latents: { data: heldOut.latents, shape: heldOut.shapes.latents },
+        behavior: { data: heldOut.behavior, shape: heldOut.shapes.behavior },
+      },
+    };
     const results = await runner.runMechintEval({
       checkpointPath: checkpoint.bestEpoch === null ? undefined : join(checkpointsDir, 'best'),
       hiddenShardsPath: cacheDir,
-      evalData: {
-        inputs: val.inputs,
-        targets: [val.targets.behavior_head, val.targets.reconstruction_head],
-        probeTargets: {
-          latents: { data: heldOut.latents, shape: heldOut.shapes.latents },
-          behavior: { data: heldOut.behavior, shape: heldOut.shapes.behavior },
-        },
-      },
+      evalData,
     });
     const files = await runner.exportResults(resultsDir);
+    // The same held-out trials for `mechint serve --eval-data`, so the dashboard can run the model analyses.
+    const evalDataFile = join(out, 'eval_data.safetensors');
+    await writeEvalDataFile(evalDataFile, evalData);
     const heldOutBehaviorR2 = (await evaluateBehaviorR2(runner.model!, heldOut)).r2;
     return {
       out,
@@ -146,6 +153,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
       cacheDir,
       checkpointsDir,
       resultsDir,
+      evalDataFile,
       files,
       results,
       trainSeconds,

@@ -6,7 +6,7 @@
  * anything is allocated.
  *
  * Why not an npm unpickler: the maintained one (pickleparser) implements every opcode of
- * protocols 0–5 and builds placeholder objects for unknown globals; it has no opcode allowlist
+ * protocols 0–5 and builds stand-in objects for unknown globals; it has no opcode allowlist
  * and no limits, so refusal before building cannot be guaranteed.
  *
  * Values: None → null, bool → boolean, int → number (bigint past 2^53), float → number,
@@ -326,7 +326,7 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
       case 'BINGET': memoGet(u8()); break;
       case 'LONG_BINGET': memoGet(u32()); break;
       default:
-        throw new UnsafePickleError(`${at()}: opcode is not implemented`);
+        throw new UnsafePickleError(`${at()}: opcode is outside the allowlist of a tensors-and-containers pickle`);
     }
   }
 }
