@@ -9,13 +9,9 @@
 import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend, tf } from '../src/backend.js';
-import { MechIntCallback } from '../src/capture/callback.js';
-import { ShardWriter } from '../src/storage/shard-writer.js';
-import { ShardReader } from '../src/storage/shard-reader.js';
-import { writeFileAtomic } from '../src/storage/atomic.js';
-import { serializeSafetensors } from '../src/formats/safetensors.js';
-import { fromFloat32 } from '../src/formats/dtypes.js';
+import * as tf from '@tensorflow/tfjs';
+// The built package, as users run it (npm install builds it; `npm run build` after changes).
+import { fromFloat32, initBackend, MechIntCallback, serializeSafetensors, ShardReader, ShardWriter, writeFileAtomic } from 'mechint';
 
 const rounds = Number(process.env.ROUNDS ?? 5);
 const stepsPerRun = Number(process.env.STEPS ?? 3000);

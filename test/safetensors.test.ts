@@ -74,3 +74,25 @@ test('a tensor named __proto__ is stored as a tensor, not as the prototype', () 
   assert.equal(Object.getPrototypeOf(tensors), Object.prototype);
   assert.deepEqual(Object.keys(tensors), ['__proto__']);
 });
+
+test('large files written atomically hash off the main thread and stay byte-exact, Buffer chunks included', async () => {
+  const { writeFileAtomic } = await import('../src/storage/atomic.js');
+  const { createHash } = await import('node:crypto');
+  const { mkdtemp, readFile, rm } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = await mkdtemp(join(tmpdir(), 'mechint-atomic-'));
+  try {
+    const big = Float32Array.from({ length: 600_000 }, (_, i) => Math.sin(i));
+    const chunks = serializeSafetensors({ x: fromFloat32(big, [600_000]) }, { note: 'pooled Buffer header' });
+    const before = Buffer.concat(chunks);
+    const { sha256, bytes } = await writeFileAtomic(join(dir, 'big.safetensors'), chunks);
+    const onDisk = await readFile(join(dir, 'big.safetensors'));
+    assert.equal(bytes, before.length);
+    assert.ok(onDisk.equals(before), 'file equals what was given');
+    assert.equal(sha256, createHash('sha256').update(before).digest('hex'));
+    assert.ok(Buffer.concat(chunks).equals(before), 'the caller\'s chunks are untouched');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

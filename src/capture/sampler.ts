@@ -119,6 +119,8 @@ export class ActivationSampler {
   private caches: Record<string, LayerCache> = {};
   /** The per-sample view handed out by `activations`, kept so a subclass's changes are saved. */
   private exposed: Record<string, Float32Array[]> | null = null;
+  /** A written-out cache buffer per layer, reused by the next interval that fits in it. */
+  private spare: Record<string, Float32Array> = {};
   /** Samples per layer the last interval held: the next one's first allocation. */
   private lastCounts: Record<string, number> = {};
   /** Bumped by clearCache, so a late asynchronous read never lands in a newer interval. */
@@ -266,7 +268,12 @@ export class ActivationSampler {
     const needed = (max + 1) * size;
     if (needed > cache.data.length) {
       const samples = Math.min(this.maxSamplesPerShard, Math.max(max + 1, (2 * cache.data.length) / size, this.lastCounts[path] ?? 0, 64));
-      const grown = uninitializedFloats(samples * size);
+      const spare = this.spare[path];
+      let grown: Float32Array;
+      if (spare && spare.length >= samples * size) {
+        grown = spare;
+        delete this.spare[path];
+      } else grown = uninitializedFloats(samples * size);
       grown.set(cache.data.subarray(0, cache.count * size));
       cache.data = grown;
     }
@@ -346,15 +353,21 @@ export class ActivationSampler {
         if (c.count > 0) layers[layer] = { shape: [c.count, ...(this.sampleShapes[layer] ?? [c.size])], data: c.data.subarray(0, c.count * c.size) };
       }
     }
+    const buffers = Object.entries(this.caches).map(([layer, c]) => [layer, c.data] as const);
     this.clearCache();
     if (Object.keys(layers).length === 0) return null;
     const { epoch, batch_idx: batchIdx, ...rest } = metadata;
-    const record = await this.writer.write({
+    const written = this.writer.write({
       layers,
       globalStep,
       epoch: typeof epoch === 'number' ? epoch : null,
       batchIdx: typeof batchIdx === 'number' ? batchIdx : null,
       metadata: rest,
+    });
+    // Once written, the buffers serve a later interval: a steady run then allocates nothing, and
+    // the garbage collector is not pushed into full collections by megabytes of dropped buffers.
+    const record = await written.finally(() => {
+      for (const [layer, data] of buffers) if (data.length > (this.spare[layer]?.length ?? 0)) this.spare[layer] = data;
     });
     this.shardCount++;
     for (const n of Object.values(record.rows)) this.totalSaved += n;

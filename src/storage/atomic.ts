@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { sha256Chunks } from './hash-thread.js';
 import { basename, dirname, join } from 'node:path';
 
 const TMP_MARK = '.tmp-';
@@ -26,17 +27,11 @@ export async function writeFileAtomic(path: string, chunks: Uint8Array[], option
   let sha256: string;
   let bytes: number;
   try {
-    // The write runs in libuv's thread pool while this thread hashes the same bytes (SHA-256 runs
-    // at over 1 GB/s here; WebCrypto's digest was slower and needs one contiguous copy).
-    const written = writeAll(fh, chunks.filter((c) => c.byteLength > 0));
-    const hash = createHash('sha256');
-    bytes = 0;
-    for (const c of chunks) {
-      hash.update(c);
-      bytes += c.byteLength;
-    }
-    await written;
-    sha256 = hash.digest('hex');
+    // The write runs in libuv's thread pool and the hash on a worker thread: during training the
+    // calling thread is the training loop, and a shard must not hold it up.
+    const nonEmpty = chunks.filter((c) => c.byteLength > 0);
+    bytes = nonEmpty.reduce((a, c) => a + c.byteLength, 0);
+    [sha256] = await Promise.all([sha256Chunks(nonEmpty), writeAll(fh, nonEmpty)]);
     await fh.sync();
   } catch (err) {
     await fh.close().catch(() => {});
