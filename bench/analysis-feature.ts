@@ -18,7 +18,7 @@ import { CovarianceAccumulator, symmetricEigen } from '../src/analysis/linalg.js
 import { runFeatureAnalysis } from '../src/analysis/feature.js';
 import { runNeuronAnalysis } from '../src/analysis/neuron.js';
 import { createRng } from '../src/random.js';
-import { rowsFromMatrix, type RowSource } from '../src/analysis/rows.js';
+import { rowsFromMatrix, type RowSource } from '../src/storage/rows.js';
 
 const BLOCK = 4096;
 const NEURON_PASSES = 4;

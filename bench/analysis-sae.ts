@@ -13,7 +13,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRng } from '../src/random.js';
-import { rowsFromMatrix } from '../src/analysis/rows.js';
+import { rowsFromMatrix } from '../src/storage/rows.js';
 import { runSaeAnalysis } from '../src/analysis/sae.js';
 import { loadSae } from '../src/analysis/sae-weights.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { runFeatureAnalysis, kmeans, adjustedRandIndex } from '../src/analysis/feature.js';
 import { CovarianceAccumulator, symmetricEigen } from '../src/analysis/linalg.js';
 import { createRng } from '../src/random.js';
-import { rowsFromMatrix } from '../src/analysis/rows.js';
+import { rowsFromMatrix } from '../src/storage/rows.js';
 import { ConfigError, FormatError, InsufficientDataError } from '../src/errors.js';
 
 /** Cyclic Jacobi rotations: slow but simple, and independent of the Householder + QR solver. */

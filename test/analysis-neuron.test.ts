@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runNeuronAnalysis } from '../src/analysis/neuron.js';
-import { rowsFromMatrix, type RowSource } from '../src/analysis/rows.js';
+import { rowsFromMatrix, type RowSource } from '../src/storage/rows.js';
 import { createRng } from '../src/random.js';
 import { ConfigError, FormatError, InsufficientDataError } from '../src/errors.js';
 

@@ -7,7 +7,7 @@ import { initBackend, tf } from '../src/backend.js';
 import { ConfigError } from '../src/errors.js';
 import { readSafetensorsHeader } from '../src/formats/safetensors.js';
 import { createRng } from '../src/random.js';
-import { rowsFromMatrix, type RowSource } from '../src/analysis/rows.js';
+import { rowsFromMatrix, type RowSource } from '../src/storage/rows.js';
 import { runSaeAnalysis, type SaeResult } from '../src/analysis/sae.js';
 import { reluLossAndGradients } from '../src/analysis/sae-relu.js';
 import { selectTopK, topkLossAndGradients } from '../src/analysis/sae-topk.js';

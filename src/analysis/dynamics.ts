@@ -6,7 +6,7 @@
  */
 import { ConfigError, InsufficientDataError } from '../errors.js';
 import { CovarianceAccumulator, symmetricEigen } from './linalg.js';
-import type { RowSource } from './rows.js';
+import type { RowSource } from '../storage/rows.js';
 
 export interface StepSummary {
   global_step: number;

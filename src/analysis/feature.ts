@@ -8,7 +8,7 @@ import { ConfigError, FormatError, InsufficientDataError } from '../errors.js';
 import { CovarianceAccumulator, symmetricEigen, type CovarianceKernel } from './linalg.js';
 import { createRng, type Rng } from '../random.js';
 import { chooseK, kmeans } from './kmeans.js';
-import type { RowSource } from './rows.js';
+import type { RowSource } from '../storage/rows.js';
 
 export interface FeatureAnalysisOptions {
   /** Principal components reported (at most D). Snake case: `n_components`. @default min(50, D) */

@@ -3,7 +3,7 @@
  * memory bounded by the number of units (never by the number of rows).
  */
 import { ConfigError, FormatError, InsufficientDataError } from '../errors.js';
-import type { RowSource } from './rows.js';
+import type { RowSource } from '../storage/rows.js';
 
 export interface NeuronAnalysisOptions {
   /**

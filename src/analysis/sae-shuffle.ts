@@ -6,7 +6,7 @@
  */
 import { FormatError } from '../errors.js';
 import type { Rng } from '../random.js';
-import type { RowSource } from './rows.js';
+import type { RowSource } from '../storage/rows.js';
 
 export interface ShuffleOptions {
   dim: number;

@@ -9,7 +9,7 @@
 import { initBackend } from '../backend.js';
 import { FormatError } from '../errors.js';
 import { createRng } from '../random.js';
-import type { RowSource } from './rows.js';
+import type { RowSource } from '../storage/rows.js';
 import { createParams, disposeParams, readParams, type SaeArchitectureName, type SaeHyper } from './sae-common.js';
 import { resolveSaeOptions, type ResolvedSaeOptions, type SaeOptions } from './sae-options.js';
 import { getSaeArchitecture } from './sae-registry.js';
