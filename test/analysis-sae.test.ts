@@ -259,3 +259,18 @@ describe('options', () => {
     }
   });
 });
+
+test('each top latent carries an activation histogram whose counts are its active rows', async () => {
+  const rng = createRng(5);
+  const rows = Float32Array.from({ length: 2000 * 8 }, () => rng.normal());
+  const res = await runSaeAnalysis(rowsFromMatrix(rows, 8, 300), { k: 2, n_latents: 16, epochs: 1, batch_size: 64, seed: 1 }, { layer: 'h' });
+  assert.ok(res.top_latents.length > 0);
+  for (const t of res.top_latents) {
+    const h = t.activation_histogram;
+    assert.equal(h.bin_edges.length, h.counts.length + 1);
+    assert.ok(h.bin_edges.every((e, i) => i === 0 || e >= h.bin_edges[i - 1]!), 'edges ascend');
+    const active = h.counts.reduce((a, b) => a + b, 0);
+    assert.equal(active, Math.round(t.frequency * res.n_rows), `latent ${t.latent}`);
+    for (const r of t.top_rows) assert.ok(r.value <= h.bin_edges.at(-1)! + 1e-6);
+  }
+});
