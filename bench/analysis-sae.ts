@@ -12,10 +12,11 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createRng } from '../src/random.js';
 import { rowsFromMatrix } from '../src/storage/rows.js';
 import { runSaeAnalysis } from '../src/analysis/sae.js';
 import { loadSae } from '../src/analysis/sae-weights.js';
+import { meanMaxCosineSimilarity } from '../src/analysis/sae-metrics.js';
+import { plantedSuperposition } from '../src/demo/superposition.js';
 
 const N = 40000;
 const D = 64;
@@ -27,44 +28,6 @@ const BATCH = 256;
 const args = process.argv.slice(2);
 const EPOCHS = args.includes('--epochs') ? Number(args[args.indexOf('--epochs') + 1]) : 10;
 const PYTHON = '/usr/bin/python3';
-
-function plantedData(seed: number) {
-  const rng = createRng(seed);
-  const features = new Float32Array(FEATURES * D);
-  for (let f = 0; f < FEATURES; f++) {
-    let n = 0;
-    for (let j = 0; j < D; j++) n += (features[f * D + j] = rng.normal()) ** 2;
-    for (let j = 0; j < D; j++) features[f * D + j]! /= Math.sqrt(n);
-  }
-  const rows = new Float32Array(N * D);
-  for (let r = 0; r < N; r++) {
-    const used = new Set<number>();
-    while (used.size < ACTIVE) used.add(rng.int(FEATURES));
-    for (const f of used) {
-      const m = 0.5 + rng.uniform();
-      for (let j = 0; j < D; j++) rows[r * D + j]! += m * features[f * D + j]!;
-    }
-  }
-  return { features, rows };
-}
-
-function mmcs(features: Float32Array, W_dec: Float32Array): number {
-  let total = 0;
-  for (let f = 0; f < FEATURES; f++) {
-    let best = -1;
-    for (let i = 0; i < LATENTS; i++) {
-      let dot = 0;
-      let nn = 0;
-      for (let j = 0; j < D; j++) {
-        dot += features[f * D + j]! * W_dec[i * D + j]!;
-        nn += W_dec[i * D + j]! ** 2;
-      }
-      best = Math.max(best, dot / Math.sqrt(nn));
-    }
-    total += best;
-  }
-  return total / FEATURES;
-}
 
 const TORCH_SCRIPT = String.raw`
 import json, sys, time
@@ -152,7 +115,7 @@ async function runOurs(features: Float32Array, rows: Float32Array) {
   return {
     rows_per_second: Math.round((N * EPOCHS) / seconds),
     seconds: Number(seconds.toFixed(3)),
-    mmcs: Number(mmcs(features, sae.W_dec).toFixed(4)),
+    mmcs: Number(meanMaxCosineSimilarity(features, sae.W_dec, D).toFixed(4)),
     explained_variance: Number(result.explained_variance!.toFixed(4)),
     final_l0: result.final_l0,
     dead_fraction: result.dead_fraction,
@@ -178,7 +141,7 @@ async function runTorch(dir: string) {
 // The two run in turn, `repeat` times each, and the best run of each is compared: on a shared
 // machine the load changes from second to second, and the best run is the least disturbed one.
 const REPEAT = args.includes('--repeat') ? Number(args[args.indexOf('--repeat') + 1]) : 2;
-const { features, rows } = plantedData(2024);
+const { features, rows } = plantedSuperposition({ rows: N, dim: D, features: FEATURES, active: ACTIVE, seed: 2024 });
 const withTorch = hasTorch();
 const dir = await mkdtemp(join(tmpdir(), 'mechint-sae-torch-'));
 const oursRuns: Awaited<ReturnType<typeof runOurs>>[] = [];

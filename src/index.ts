@@ -104,3 +104,5 @@ export { dashboardRoutes, DASHBOARD_PUBLIC_PATHS, type DashboardOptions } from '
 export { HISTOGRAM_BINS, type ActivationHistogram } from './analysis/sae-top-rows.js';
 export { writeEvalDataFile, readEvalDataFile } from './report/eval-data-file.js';
 export { dynamicsCurvesChart } from './report/charts.js';
+export { meanMaxCosineSimilarity } from './analysis/sae-metrics.js';
+export { plantedSuperposition, type SuperpositionOptions } from './demo/superposition.js';

@@ -12,56 +12,15 @@ import { runSaeAnalysis, type SaeResult } from '../src/analysis/sae.js';
 import { reluLossAndGradients } from '../src/analysis/sae-relu.js';
 import { selectTopK, topkLossAndGradients } from '../src/analysis/sae-topk.js';
 import { decodeSae, encodeSae, loadSae } from '../src/analysis/sae-weights.js';
-
-/** Rows that are sums of `active` of `nFeatures` planted unit-norm directions, magnitudes in [0.5, 1.5), plus an offset. */
-function superposition(nRows: number, dim: number, nFeatures: number, active: number, seed: number) {
-  const rng = createRng(seed);
-  const features = new Float32Array(nFeatures * dim);
-  for (let f = 0; f < nFeatures; f++) {
-    let n = 0;
-    for (let j = 0; j < dim; j++) n += (features[f * dim + j] = rng.normal()) ** 2;
-    for (let j = 0; j < dim; j++) features[f * dim + j]! /= Math.sqrt(n);
-  }
-  const rows = new Float32Array(nRows * dim);
-  for (let r = 0; r < nRows; r++) {
-    for (let j = 0; j < dim; j++) rows[r * dim + j] = 0.3; // a common offset, as real activations have
-    const used = new Set<number>();
-    while (used.size < active) used.add(rng.int(nFeatures));
-    for (const f of used) {
-      const m = 0.5 + rng.uniform();
-      for (let j = 0; j < dim; j++) rows[r * dim + j]! += m * features[f * dim + j]!;
-    }
-  }
-  return { features, rows };
-}
-
-/** Mean over planted features of the best cosine similarity with any decoder row. */
-function mmcs(features: Float32Array, W_dec: Float32Array, dim: number): number {
-  const nF = features.length / dim;
-  const L = W_dec.length / dim;
-  let total = 0;
-  for (let f = 0; f < nF; f++) {
-    let best = -1;
-    for (let i = 0; i < L; i++) {
-      let dot = 0;
-      let nn = 0;
-      for (let j = 0; j < dim; j++) {
-        dot += features[f * dim + j]! * W_dec[i * dim + j]!;
-        nn += W_dec[i * dim + j]! ** 2;
-      }
-      best = Math.max(best, dot / Math.sqrt(nn));
-    }
-    total += best;
-  }
-  return total / nF;
-}
+import { meanMaxCosineSimilarity } from '../src/analysis/sae-metrics.js';
+import { plantedSuperposition } from '../src/demo/superposition.js';
 
 function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
 }
 
 const DIM = 32;
-const data = superposition(20000, DIM, 64, 3, 11);
+const data = plantedSuperposition({ rows: 20000, dim: DIM, features: 64, active: 3, offset: 0.3, seed: 11 });
 const source: RowSource = rowsFromMatrix(data.rows, DIM, 3000, 'activations_shard_000000_step_200.safetensors');
 const OPTIONS = { n_latents: 128, k: 4, epochs: 10, seed: 3 } as const;
 let dir: string;
@@ -79,7 +38,7 @@ after(async () => {
 describe('TopK SAE', () => {
   test('recovers planted superposed features (MMCS ≥ 0.95) with L0 equal to k', async () => {
     const sae = await loadSae(topk.weights_file!);
-    const score = mmcs(data.features, sae.W_dec, DIM);
+    const score = meanMaxCosineSimilarity(data.features, sae.W_dec, DIM);
     assert.ok(score >= 0.95, `MMCS ${score}`);
     assert.ok(Math.abs(topk.final_l0 - 4) < 0.05, `final_l0 ${topk.final_l0}`);
     assert.ok(topk.explained_variance! > 0.85, `explained variance ${topk.explained_variance}`);
