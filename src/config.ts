@@ -9,6 +9,10 @@ export const ANALYSIS_NAMES = ['sae', 'neuron', 'feature', 'circuit', 'causal', 
 export type AnalysisName = (typeof ANALYSIS_NAMES)[number];
 export const STORAGE_BACKENDS = ['local', 's3', 'both'] as const;
 export type StorageBackend = (typeof STORAGE_BACKENDS)[number];
+export const SHARD_FORMATS = ['safetensors', 'pt'] as const;
+export type ShardFormat = (typeof SHARD_FORMATS)[number];
+export const MISSING_LAYERS = ['error', 'warn'] as const;
+export type MissingLayers = (typeof MISSING_LAYERS)[number];
 
 /** Options as a user writes them: every field optional. */
 export interface MechIntOptions {
@@ -55,6 +59,10 @@ export interface MechIntOptions {
   perRankShards?: boolean;
   /** Per-analysis options, e.g. `{ sae: { n_latents: 256, k: 8 } }`. @default {} */
   analysisOptions?: Record<string, Record<string, unknown>>;
+  /** Shard file format: 'safetensors', or 'pt' (PyTorch's zip format, read by `torch.load(path, weights_only=True)`). @default 'safetensors' */
+  shardFormat?: ShardFormat;
+  /** What a `sampleLayers` path that the model does not have is: an 'error' at registration, or a 'warn'ing (the layer is skipped). @default 'error' */
+  missingLayers?: MissingLayers;
 }
 
 /** The guide's snake_case spelling of each option. */
@@ -79,6 +87,8 @@ export const SNAKE_CASE_KEYS = {
   rank: 'rank',
   perRankShards: 'per_rank_shards',
   analysisOptions: 'analysis_options',
+  shardFormat: 'shard_format',
+  missingLayers: 'missing_layers',
 } as const satisfies Record<keyof MechIntOptions, string>;
 
 type OptionKey = keyof typeof SNAKE_CASE_KEYS;
@@ -114,6 +124,8 @@ export const DEFAULTS = {
   verbose: true,
   perRankShards: false,
   analysisOptions: {},
+  shardFormat: 'safetensors',
+  missingLayers: 'error',
 } as const;
 
 const SNAKE_TO_CAMEL = new Map<string, OptionKey>(
@@ -195,6 +207,8 @@ export class MechIntConfig {
   readonly rank: number;
   readonly perRankShards: boolean;
   readonly analysisOptions: Record<string, Record<string, unknown>>;
+  readonly shardFormat: ShardFormat;
+  readonly missingLayers: MissingLayers;
 
   /**
    * @example
@@ -247,6 +261,8 @@ export class MechIntConfig {
       fail('analysisOptions', 'an object of per-analysis option objects, e.g. { sae: { k: 8 } }', ao);
     }
     this.analysisOptions = structuredClone(ao as Record<string, Record<string, unknown>>);
+    this.shardFormat = oneOf('shardFormat', SHARD_FORMATS, get('shardFormat'));
+    this.missingLayers = oneOf('missingLayers', MISSING_LAYERS, get('missingLayers'));
 
     if (this.storageBackend !== 'local' && this.s3Bucket === null) {
       throw new ConfigError(`Expected \`s3_bucket\` (s3Bucket) to be set when \`storage_backend\` is ${this.storageBackend}; got \`null\``);

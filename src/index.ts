@@ -25,8 +25,8 @@ export { parseNpy, serializeNpy, isNpy } from './formats/npy.js';
 export { unpickle, type PickleLimits, type UnpickleOptions } from './formats/pickle.js';
 
 // Capture
-export { namedLayers, listLayerPaths, getLayerByPath, autoDetectLayers, type NamedLayer, type DetectedLayers } from './capture/modules.js';
-export { ActivationSampler, pickActivation, type ActivationSamplerOptions, type SamplerStatistics } from './capture/sampler.js';
+export { namedLayers, listLayerPaths, getLayerByPath, autoDetectLayers, type NamedLayer, type DetectedLayers } from './model/layer-paths.js';
+export { ActivationSampler, type ActivationSamplerOptions, type SamplerStatistics } from './capture/sampler.js';
 export { MechIntHooks, type TrainingStepInfo } from './capture/hooks.js';
 export { MechIntCallback } from './capture/callback.js';
 
@@ -57,16 +57,16 @@ export { EvalMechIntRunner, type ExportedFiles } from './report/eval-runner.js';
 export { renderMarkdown } from './report/markdown.js';
 export { runProbeAnalysis, alignForProbe, type ProbeOptions, type ProbeResult, type ProbeTargetResult } from './analysis/probe.js';
 export { crossValidatedR2 } from './analysis/ridge.js';
-export { withIntervention, ablateUnits, patchActivations, addDirection, recordActivations, predictAll, type InterventionFn, type RecordedActivation } from './capture/interventions.js';
-export { hookLayerCall, type OutputHook } from './capture/layer-hook.js';
+export { withIntervention, ablateUnits, patchActivations, addDirection, recordActivations, predictAll, type InterventionFn, type RecordedActivation } from './model/interventions.js';
+export { hookLayerCall, type OutputHook } from './model/layer-hook.js';
 export { silhouetteScore, type KMeansOptions, type KMeansResult } from './analysis/kmeans.js';
 export { runDynamicsAnalysis, type DynamicsResult, type StepSummary } from './analysis/dynamics.js';
 export { analysesFor } from './analysis/runner.js';
 export { runCausalAnalysis, resolveCausalOptions, type CausalOptions, type CausalResult, type UnitEffect, type PatchingResult } from './analysis/causal.js';
 export { runCircuitAnalysis, resolveCircuitOptions, type CircuitOptions, type CircuitResult, type CircuitNode, type CircuitEdge } from './analysis/circuit.js';
 export { steer, runSteeringAnalysis, resolveSteeringOptions, type SteerOptions, type SteeringCurve, type SteeringHeadCurve, type SteeringOptions, type SteeringResult, type SteeredLatent } from './analysis/steering.js';
-export { corruptInputs, CORRUPTIONS } from './analysis/model-runs.js';
-export { withInterventionSync, tileBatch, replaceUnitsPerVariant, addDirectionPerVariant, watchLayer } from './capture/interventions.js';
+export { corruptInputs, CORRUPTIONS } from './model/model-runs.js';
+export { withInterventionSync, tileBatch, replaceUnitsPerVariant, addDirectionPerVariant, watchLayer } from './model/interventions.js';
 export { renderHtml, markdownToHtml } from './report/html.js';
 export { analysisTitle, sectionLines } from './report/sections.js';
 export { renderSvg, type Chart, type ChartSpec } from './report/charts.js';
@@ -81,8 +81,8 @@ export { remoteFromConfig, s3StoreOptions } from './storage/remote-config.js';
 export type { ShardRemoteOptions } from './storage/shard-writer.js';
 
 // Model files and the embedded demo
-export { fileSystem, registerFileRouter } from './modelio/file-handler.js';
-export { ModelCheckpoint, readCheckpointInfo, type ModelCheckpointOptions, type CheckpointInfo, type CheckpointMode } from './modelio/checkpoint.js';
+export { fileSystem, registerFileRouter } from './model/file-handler.js';
+export { ModelCheckpoint, readCheckpointInfo, type ModelCheckpointOptions, type CheckpointInfo, type CheckpointMode } from './model/checkpoint.js';
 export { generateSyntheticNeuralData, splitTrials, selectTrials, type SyntheticDataOptions, type SyntheticNeuralData, type SplitOptions } from './demo/synthetic.js';
 export {
   createNeuroFMXMini, compileNeuroFMXMini, buildFitData, toModelInput, evaluateBehaviorR2, rSquared, loadNeuroFMXMini, registerNeuroFMXMiniLayers,
@@ -98,7 +98,7 @@ export { mechintRoutes, type MechIntRoutesOptions } from './server/routes.js';
 export { CacheIndex, type CacheIndexOptions, type LayerView } from './server/cache-index.js';
 export { JobManager, type JobManagerOptions, type JobView, type JobState } from './server/jobs.js';
 export { API_KEY_ENV } from './server/auth.js';
-export { executionOrder } from './capture/interventions.js';
+export { executionOrder } from './model/interventions.js';
 export { causalChart, circuitChart, steeringChart, saeLatentsChart, latentHistogramChart } from './report/charts.js';
 export { dashboardRoutes, DASHBOARD_PUBLIC_PATHS, type DashboardOptions } from './server/dashboard.js';
 export { HISTOGRAM_BINS, type ActivationHistogram } from './analysis/sae-top-rows.js';

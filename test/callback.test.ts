@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { tf } from '../src/backend.js';
 import { MechIntCallback } from '../src/capture/callback.js';
 import { MechIntHooks } from '../src/capture/hooks.js';
-import { getLayerByPath } from '../src/capture/modules.js';
+import { getLayerByPath } from '../src/model/layer-paths.js';
 import { readSafetensorsHeader } from '../src/formats/safetensors.js';
 import { seededMatrix, sequenceModel, smallNestedModel, tempDir } from './helpers.js';
 

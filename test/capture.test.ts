@@ -4,7 +4,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tf } from '../src/backend.js';
 import { ActivationSampler } from '../src/capture/sampler.js';
-import { autoDetectLayers, getLayerByPath, listLayerPaths } from '../src/capture/modules.js';
+import { autoDetectLayers, getLayerByPath, listLayerPaths } from '../src/model/layer-paths.js';
 import { LayerNotFoundError } from '../src/errors.js';
 import { parseSafetensors } from '../src/formats/safetensors.js';
 import { toFloat32 } from '../src/formats/dtypes.js';

@@ -154,7 +154,7 @@ test('a large layer is capped to its most active units; [B,T,D] layers are ablat
 });
 
 test('interventions leave no trace, even when they fail: outputs equal the original bit for bit and the layer is restored', async () => {
-  const { withInterventionSync, replaceUnitsPerVariant, tileBatch } = await import('../src/capture/interventions.js');
+  const { withInterventionSync, replaceUnitsPerVariant, tileBatch } = await import('../src/model/interventions.js');
   const model = await plantedReadoutModel();
   const layer = model.getLayer('hidden');
   const x = tf.tensor2d(seededMatrix(12, 6, 21), [12, 6]);

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { initBackend, tf } from '../src/backend.js';
-import { autoDetectLayers, listLayerPaths } from '../src/capture/modules.js';
+import { autoDetectLayers, listLayerPaths } from '../src/model/layer-paths.js';
 import { DEFAULTS } from '../src/config.js';
 import { createNeuroFMXMini } from '../src/demo/neurofmx-mini.js';
 import { runDemo } from '../src/demo/run.js';

@@ -4,8 +4,8 @@ import { mkdtemp, rm, readdir, readFile, writeFile, stat } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { initBackend, tf } from '../src/backend.js';
-import { fileSystem, registerFileRouter } from '../src/modelio/file-handler.js';
-import { ModelCheckpoint, readCheckpointInfo } from '../src/modelio/checkpoint.js';
+import { fileSystem, registerFileRouter } from '../src/model/file-handler.js';
+import { ModelCheckpoint, readCheckpointInfo } from '../src/model/checkpoint.js';
 import { CheckpointError, ConfigError, FormatError } from '../src/errors.js';
 
 let dir: string;

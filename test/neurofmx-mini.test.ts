@@ -9,7 +9,7 @@ import {
   buildFitData, compileNeuroFMXMini, createNeuroFMXMini, evaluateBehaviorR2, loadNeuroFMXMini,
   matMulFast, NEUROFMX_MINI_DEMO_DEFAULTS as DEMO, NEUROFMX_MINI_LAYER_PATHS, selectiveScan, toModelInput,
 } from '../src/demo/neurofmx-mini.js';
-import { fileSystem } from '../src/modelio/file-handler.js';
+import { fileSystem } from '../src/model/file-handler.js';
 
 let dir: string;
 before(async () => {

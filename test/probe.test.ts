@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { tf } from '../src/backend.js';
 import { runProbeAnalysis } from '../src/analysis/probe.js';
 import { crossValidatedR2 } from '../src/analysis/ridge.js';
-import { withIntervention, ablateUnits, recordActivations } from '../src/capture/interventions.js';
+import { withIntervention, ablateUnits, recordActivations } from '../src/model/interventions.js';
 import { seededMatrix, smallNestedModel } from './helpers.js';
 
 test('cross-validated ridge R² is ~1 for a linear target, ~0 for noise', () => {

@@ -3,9 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { tf } from '../src/backend.js';
-import { fileSystem } from '../src/modelio/file-handler.js';
+import { fileSystem } from '../src/model/file-handler.js';
 import { ShardWriter } from '../src/storage/shard-writer.js';
-import { recordActivations } from '../src/capture/interventions.js';
+import { recordActivations } from '../src/model/interventions.js';
 import { smallNestedModel, tempDir } from './helpers.js';
 import { postJson, startServer } from './server-helpers.js';
 

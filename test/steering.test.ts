@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { initBackend, tf } from '../src/backend.js';
 import { runSteeringAnalysis, steer } from '../src/analysis/steering.js';
 import { saveSae } from '../src/analysis/sae-weights.js';
-import { addDirection, withIntervention } from '../src/capture/interventions.js';
+import { addDirection, withIntervention } from '../src/model/interventions.js';
 import { seededMatrix, sequenceModel, tempDir } from './helpers.js';
 
 /** x[4] → dense `h` [6] tanh → dense `out` [2] (linear), plus a second head `aux` [3] reading `h` through relu. */
@@ -98,7 +98,7 @@ test('the steering analysis steers the top SAE latents of a layer in units of th
 test('runMechintEval with enableFeatureSteering runs steering after sae, beside causal and circuit, and the report explains them', async () => {
   const { EvalMechIntRunner } = await import('../src/report/eval-runner.js');
   const { ShardWriter } = await import('../src/storage/shard-writer.js');
-  const { recordActivations } = await import('../src/capture/interventions.js');
+  const { recordActivations } = await import('../src/model/interventions.js');
   const { readFile } = await import('node:fs/promises');
   const { model } = await linearReadoutModel();
   const dir = await tempDir();

@@ -11,12 +11,12 @@
  *   1 means the layer carries everything that differs; 0 means nothing reaching the output does.
  */
 import { tf } from '../backend.js';
-import { predictAll, recordActivations, replaceUnitsPerVariant, type RecordedActivation } from '../capture/interventions.js';
+import { predictAll, recordActivations, replaceUnitsPerVariant, type RecordedActivation } from '../model/interventions.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
 import {
   CORRUPTIONS, corruptInputs, disposeInputs, firstSamples, headNames, intOption, perSampleLoss, round, sumOverVariants,
   takeSamples, targetsByHead, topIndices, unitMeans, type Corruption, type ModelInputs,
-} from './model-runs.js';
+} from '../model/model-runs.js';
 import type { AnalysisContext } from './types.js';
 
 export interface CausalOptions {

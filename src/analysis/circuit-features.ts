@@ -4,9 +4,9 @@
  * downstream (read per sample as the mean over positions).
  */
 import { tf } from '../backend.js';
-import { predictAll, type RecordedActivation } from '../capture/interventions.js';
+import { predictAll, type RecordedActivation } from '../model/interventions.js';
 import { ConfigError } from '../errors.js';
-import { headNames, outputList, topIndices, unitMeans, type ModelInputs } from './model-runs.js';
+import { headNames, outputList, topIndices, unitMeans, type ModelInputs } from '../model/model-runs.js';
 import { encodeSae, type SaeWeights } from './sae-weights.js';
 
 /** Upstream features: the layer's output is C + X·P with X [rows, m], P [m, D]. */

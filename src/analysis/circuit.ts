@@ -13,10 +13,10 @@
  * in sign when the edge is real.
  */
 import { tf } from '../backend.js';
-import { executionOrder, recordActivations, tileBatch, watchLayer, withInterventionSync } from '../capture/interventions.js';
+import { executionOrder, recordActivations, tileBatch, watchLayer, withInterventionSync } from '../model/interventions.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
 import { downstreamFeatures, upstreamFeatures, type Downstream, type Upstream } from './circuit-features.js';
-import { disposeInputs, firstSamples, intOption, round, topIndices, type ModelInputs } from './model-runs.js';
+import { disposeInputs, firstSamples, intOption, round, topIndices, type ModelInputs } from '../model/model-runs.js';
 import { previousSae } from './sae-lookup.js';
 import type { AnalysisContext } from './types.js';
 

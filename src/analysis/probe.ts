@@ -4,7 +4,7 @@
  * cross-validated ridge R², with a shuffled-trial control that should stay near zero.
  * The model is run on the eval inputs, so activations and targets line up trial by trial.
  */
-import { recordActivations, type RecordedActivation } from '../capture/interventions.js';
+import { recordActivations, type RecordedActivation } from '../model/interventions.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
 import { createRng } from '../random.js';
 import { crossValidatedR2 } from './ridge.js';

@@ -5,9 +5,9 @@
  * α in units of the latent's typical activation so that α = 1 adds one ordinary firing.
  */
 import { tf } from '../backend.js';
-import { addDirectionPerVariant, predictAll, recordActivations } from '../capture/interventions.js';
+import { addDirectionPerVariant, predictAll, recordActivations } from '../model/interventions.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
-import { disposeInputs, firstSamples, headNames, intOption, round, sumOverVariants, type ModelInputs } from './model-runs.js';
+import { disposeInputs, firstSamples, headNames, intOption, round, sumOverVariants, type ModelInputs } from '../model/model-runs.js';
 import { encodeSae } from './sae-weights.js';
 import { previousSae } from './sae-lookup.js';
 import type { AnalysisContext } from './types.js';

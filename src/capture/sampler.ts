@@ -8,8 +8,8 @@ import { CaptureError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { ShardWriter, type LayerBlock } from '../storage/shard-writer.js';
 import type { ShardRecord } from '../storage/manifest.js';
-import { hookLayerCall } from './layer-hook.js';
-import { autoDetectLayers, namedLayers, similarPaths } from './modules.js';
+import { hookLayerCall, pickActivation } from '../model/layer-hook.js';
+import { autoDetectLayers, namedLayers, similarPaths } from '../model/layer-paths.js';
 import { createRng } from '../random.js';
 import { Reservoir } from './reservoir.js';
 
@@ -56,18 +56,6 @@ interface LayerCache {
   count: number;
 }
 
-/** Which tensor of a layer's output is captured: the tensor, the first of a list, or hidden_states/latents/output of a dict. */
-export function pickActivation(output: unknown): tf.Tensor | null {
-  if (output instanceof tf.Tensor) return output;
-  if (Array.isArray(output)) return output[0] instanceof tf.Tensor ? output[0] : null;
-  if (output !== null && typeof output === 'object') {
-    for (const key of ['hidden_states', 'latents', 'output']) {
-      const v = (output as Record<string, unknown>)[key];
-      if (v instanceof tf.Tensor) return v;
-    }
-  }
-  return null;
-}
 
 /**
  * A CPU-resident tensor's values. On wasm a view of the heap (no copy): it is copied into the

@@ -32,7 +32,7 @@ function intFlag(name: string, value: string, min: number, max: number): number 
 async function checkModel(dir: string): Promise<void> {
   const [{ initBackend, tf }, { fileSystem }, { registerNeuroFMXMiniLayers }] = await Promise.all([
     import('../backend.js'),
-    import('../modelio/file-handler.js'),
+    import('../model/file-handler.js'),
     import('../demo/neurofmx-mini.js'),
   ]);
   await initBackend();

@@ -16,7 +16,7 @@
  */
 import { tf } from '../backend.js';
 import { ConfigError } from '../errors.js';
-import { fileSystem } from '../modelio/file-handler.js';
+import { fileSystem } from '../model/file-handler.js';
 import { createRng } from '../random.js';
 import type { SyntheticNeuralData } from './synthetic.js';
 

@@ -8,7 +8,7 @@ import { initBackend, tf } from '../backend.js';
 import { MechIntCallback } from '../capture/callback.js';
 import { MechIntConfig, type AnalysisName, type MechIntOptions } from '../config.js';
 import { ConfigError } from '../errors.js';
-import { ModelCheckpoint } from '../modelio/checkpoint.js';
+import { ModelCheckpoint } from '../model/checkpoint.js';
 import { analysisNames } from '../analysis/registry.js';
 import type { AnalysisProgress, EvalData } from '../analysis/types.js';
 import { writeEvalDataFile } from '../report/eval-data-file.js';

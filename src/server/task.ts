@@ -114,7 +114,7 @@ export function assertRunnable(analysisType: string, hasModel: boolean, hasEvalD
 
 async function loadModel(path: string): Promise<tf.LayersModel> {
   // Imported lazily: only analyses that run the model need the file IO handler.
-  const { fileSystem } = await import('../modelio/file-handler.js');
+  const { fileSystem } = await import('../model/file-handler.js');
   // mechint's own model (the demo's checkpoints) uses custom layers: make them known to tfjs.
   (await import('../demo/neurofmx-mini.js')).registerNeuroFMXMiniLayers();
   return tf.loadLayersModel(fileSystem(path));

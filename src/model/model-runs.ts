@@ -5,7 +5,7 @@
  * outputs are reduced on the device to a few statistics that are summed over sample chunks.
  */
 import { tf } from '../backend.js';
-import { batchSizeOf, tileBatch, withInterventionSync, type InterventionFn } from '../capture/interventions.js';
+import { batchSizeOf, tileBatch, withInterventionSync, type InterventionFn } from './interventions.js';
 import { ConfigError } from '../errors.js';
 import { createRng } from '../random.js';
 

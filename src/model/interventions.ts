@@ -5,9 +5,8 @@
  */
 import { tf } from '../backend.js';
 import { CaptureError } from '../errors.js';
-import { hookLayerCall } from './layer-hook.js';
-import { getLayerByPath } from './modules.js';
-import { pickActivation } from './sampler.js';
+import { hookLayerCall, pickActivation } from './layer-hook.js';
+import { getLayerByPath } from './layer-paths.js';
 
 type Model = tf.LayersModel | tf.layers.Layer;
 

@@ -4,7 +4,7 @@
  * loops, nested models). Several hooks may share a layer and be removed in any order; when the
  * last is removed the layer is restored exactly.
  */
-import type { tf } from '../backend.js';
+import { tf } from '../backend.js';
 
 type Layer = tf.layers.Layer;
 type CallFn = Layer['call'];
@@ -46,4 +46,17 @@ export function hookLayerCall(layer: Layer, hook: OutputHook): () => void {
     else delete (layer as unknown as Record<string, unknown>).call;
     installed.delete(layer);
   };
+}
+
+/** Which tensor of a layer's output is captured: the tensor, the first of a list, or hidden_states/latents/output of a dict. */
+export function pickActivation(output: unknown): tf.Tensor | null {
+  if (output instanceof tf.Tensor) return output;
+  if (Array.isArray(output)) return output[0] instanceof tf.Tensor ? output[0] : null;
+  if (output !== null && typeof output === 'object') {
+    for (const key of ['hidden_states', 'latents', 'output']) {
+      const v = (output as Record<string, unknown>)[key];
+      if (v instanceof tf.Tensor) return v;
+    }
+  }
+  return null;
 }
