@@ -95,6 +95,14 @@ save_pt('ordered_dict.pt', od, dict(od))
 bare = torch.randn(2, 3)
 save_pt('bare_tensor.pt', bare, {'tensor': bare})
 
+# Non-finite values: NaN and ±Inf inside a tensor, and as metadata floats (a diverged run's loss).
+# Its expectations are in the test (JSON cannot hold NaN), not in expected.json.
+nonfinite = torch.tensor([[float('nan'), float('inf')], [float('-inf'), -0.0], [1.5, float('nan')]])
+torch.save({'global_step': 7, 'shard_id': 2, 'activations': {'layer': nonfinite},
+            'metadata': {'loss': float('nan'), 'best': float('inf'), 'worst': float('-inf'), 'lr': 0.25,
+                         'history': [1.0, float('nan')], 'epoch': 3}},
+           os.path.join(OUT, 'nonfinite.pt'))
+
 # Pre-1.6 format: a sequence of pickles, not a zip.
 torch.save(torch.ones(2), os.path.join(OUT, 'legacy.pt'), _use_new_zipfile_serialization=False)
 

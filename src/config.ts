@@ -3,7 +3,9 @@
  * defaults, camelCase in TypeScript; the guide's snake_case keys are accepted too, so a config
  * pasted from Python works. Validation names the option, the value and what is allowed.
  */
+import { analysisNames, requireAnalysis } from './analysis/registry.js';
 import { ConfigError } from './errors.js';
+import { closest } from './suggest.js';
 
 export const ANALYSIS_NAMES = ['sae', 'neuron', 'feature', 'circuit', 'causal', 'probe', 'steering', 'dynamics'] as const;
 export type AnalysisName = (typeof ANALYSIS_NAMES)[number];
@@ -23,8 +25,8 @@ export interface MechIntOptions {
   sampleLayers?: string[] | null;
   /** Save activations every N global training steps. @default 200 */
   saveHiddenEveryNSteps?: number;
-  /** Analyses the evaluation runner runs. @default ['sae', 'neuron', 'feature'] */
-  analysesToRun?: AnalysisName[];
+  /** Analyses the evaluation runner runs: built-in ones, or names given to registerAnalysis. @default ['sae', 'neuron', 'feature'] */
+  analysesToRun?: (AnalysisName | (string & {}))[];
   /** Where shards go: 'local', 's3' or 'both'. @default 'local' */
   storageBackend?: StorageBackend;
   /** Local shard directory (the temporary cache with 's3'). @default './mechint_cache' */
@@ -177,8 +179,9 @@ function normalizeKeys(input: Record<string, unknown>): Partial<Record<OptionKey
     if (value === undefined) continue;
     const camel = Object.hasOwn(SNAKE_CASE_KEYS, key) ? (key as OptionKey) : SNAKE_TO_CAMEL.get(key);
     if (!camel) {
-      const all = Object.keys(SNAKE_CASE_KEYS).join(', ');
-      throw new ConfigError(`Unknown MechIntConfig option \`${key}\`; the options are ${all} (or their snake_case forms)`);
+      const all = Object.keys(SNAKE_CASE_KEYS);
+      const near = closest(key, /[A-Z]/.test(key) ? all : Object.values(SNAKE_CASE_KEYS));
+      throw new ConfigError(`Unknown MechIntConfig option \`${key}\`${near ? `; did you mean \`${near}\`?` : ''} The options are ${all.join(', ')} (or their snake_case forms)`);
     }
     if (Object.hasOwn(out, camel)) throw new ConfigError(`MechIntConfig option \`${camel}\` is given twice (as \`${camel}\` and \`${SNAKE_CASE_KEYS[camel]}\`)`);
     out[camel] = value;
@@ -189,7 +192,7 @@ function normalizeKeys(input: Record<string, unknown>): Partial<Record<OptionKey
 export class MechIntConfig {
   readonly sampleLayers: string[] | null;
   readonly saveHiddenEveryNSteps: number;
-  readonly analysesToRun: AnalysisName[];
+  readonly analysesToRun: string[];
   readonly storageBackend: StorageBackend;
   readonly storagePath: string;
   readonly s3Bucket: string | null;
@@ -230,8 +233,14 @@ export class MechIntConfig {
 
     this.saveHiddenEveryNSteps = positiveInt('saveHiddenEveryNSteps', get('saveHiddenEveryNSteps'));
     const analyses = get('analysesToRun');
-    if (!Array.isArray(analyses)) fail('analysesToRun', `an array of ${ANALYSIS_NAMES.join(', ')}`, analyses);
-    this.analysesToRun = [...new Set(analyses.map((a) => oneOf('analysesToRun', ANALYSIS_NAMES, a)))];
+    if (!Array.isArray(analyses)) fail('analysesToRun', `an array of analysis names (${ANALYSIS_NAMES.join(', ')} or registered ones)`, analyses);
+    const known = analysisNames();
+    for (const a of analyses) {
+      if (typeof a === 'string' && known.includes(a)) continue;
+      const near = typeof a === 'string' ? closest(a, known) : null;
+      fail('analysesToRun', `an array of analysis names: ${known.join(', ')} or names given to registerAnalysis${near ? `; did you mean \`${near}\`?` : ''}`, a);
+    }
+    this.analysesToRun = [...new Set(analyses as string[])];
     this.storageBackend = oneOf('storageBackend', STORAGE_BACKENDS, get('storageBackend'));
     const path = get('storagePath');
     if (typeof path !== 'string' || path.length === 0) fail('storagePath', 'a non-empty path', path);
@@ -261,13 +270,23 @@ export class MechIntConfig {
       fail('analysisOptions', 'an object of per-analysis option objects, e.g. { sae: { k: 8 } }', ao);
     }
     this.analysisOptions = structuredClone(ao as Record<string, Record<string, unknown>>);
+    // Each analysis checks its own options now, so a typo fails here and not inside the results.
+    for (const [name, opts] of Object.entries(this.analysisOptions)) requireAnalysis(name, 'analysis in `analysis_options`').options.parse(opts);
     this.shardFormat = oneOf('shardFormat', SHARD_FORMATS, get('shardFormat'));
     this.missingLayers = oneOf('missingLayers', MISSING_LAYERS, get('missingLayers'));
 
     if (this.storageBackend !== 'local' && this.s3Bucket === null) {
       throw new ConfigError(`Expected \`s3_bucket\` (s3Bucket) to be set when \`storage_backend\` is ${this.storageBackend}; got \`null\``);
     }
+    this.given = new Set(Object.keys(o));
     Object.freeze(this);
+  }
+
+  private readonly given: ReadonlySet<string>;
+
+  /** Whether an option was left at its default (not given by the user). */
+  isDefault(option: OptionKey): boolean {
+    return !this.given.has(option);
   }
 
   /** A MechIntConfig as is, or a new one from plain camelCase/snake_case options. */

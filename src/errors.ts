@@ -187,3 +187,74 @@ export class InternalServerError extends MechIntError {
     super('MECHINT_ERR_INTERNAL', message, { statusCode: 500, ...options });
   }
 }
+
+/** Another writer (a training run, `mechint sync`) holds the lock of this storage path; names its pid, host and start time. */
+export class StorageLockedError extends MechIntError {
+  /** What the lock file says of the writer holding it. */
+  readonly holder: { pid: number; hostname: string; started: string; lock: string };
+  constructor(message: string, holder: { pid: number; hostname: string; started: string; lock: string }) {
+    super('MECHINT_ERR_STORAGE_LOCKED', message, { statusCode: 409 });
+    this.holder = holder;
+  }
+}
+
+/** The storage path cannot be written: disk full (ENOSPC, EDQUOT), read-only (EROFS), no permission (EACCES, EPERM), an I/O error. */
+export class StorageError extends MechIntError {
+  /** The system error code (`ENOSPC`, `EROFS`, ...), when there was one. */
+  readonly errno: string | null;
+  /** The file or directory the failed operation was on. */
+  readonly path: string;
+  constructor(message: string, options: { errno?: string | null; path: string; cause?: unknown }) {
+    super('MECHINT_ERR_STORAGE', message, { statusCode: options.errno === 'ENOSPC' || options.errno === 'EDQUOT' ? 507 : 500, cause: options.cause });
+    this.errno = options.errno ?? null;
+    this.path = options.path;
+  }
+}
+
+/** A shard the manifest lists is not on disk (or not in the store); `allowMissing: true` reads the others and reports it. */
+export class ShardMissingError extends MechIntError {
+  /** The listed files that are missing. */
+  readonly files: string[];
+  constructor(message: string, files: string[]) {
+    super('MECHINT_ERR_SHARD_MISSING', message, { statusCode: 404 });
+    this.files = files;
+  }
+}
+
+/** A shard metadata value cannot be stored faithfully (a tensor, a typed array, a class instance, a function). */
+export class MetadataError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_METADATA', message, { statusCode: 400 });
+  }
+}
+
+/** An analysis job ran longer than the server's per-job limit (`jobs.timeoutMs`, `mechint serve --job-timeout`); its worker was stopped. */
+export class JobTimeoutError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_JOB_TIMEOUT', message, { statusCode: 504 });
+  }
+}
+
+/** As many uploads as the server takes at once (`maxConcurrentUploads`) are already in progress; retry after the `Retry-After` seconds. */
+export class TooManyUploadsError extends MechIntError {
+  /** Seconds the client should wait before retrying (sent as `Retry-After`). */
+  readonly retryAfterS: number;
+  constructor(message: string, retryAfterS = 1) {
+    super('MECHINT_ERR_TOO_MANY_UPLOADS', message, { statusCode: 503 });
+    this.retryAfterS = retryAfterS;
+  }
+}
+
+/** An analysis needs another analysis' result on the same layer (steering ← sae), and that one failed. */
+export class DependencyError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_DEPENDENCY', message, { statusCode: 422, ...options });
+  }
+}
+
+/** Every row an analysis would read holds NaN or ±Infinity (rows that do are excluded and counted). */
+export class NonFiniteError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_NON_FINITE', message, { statusCode: 422 });
+  }
+}

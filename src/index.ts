@@ -20,7 +20,10 @@ export { createLogger, type Logger } from './logger.js';
 export { type DType, type RawTensor, toFloat32, fromFloat32, numel } from './formats/dtypes.js';
 export { serializeSafetensors, parseSafetensors, readSafetensorsHeader, type SafetensorsHeader, type SafetensorsEntry } from './formats/safetensors.js';
 export { readActivationFile, type ActivationFile, type ActivationFileFormat, type ReadActivationOptions } from './formats/read-any.js';
-export { readTorchFile, type TorchReadOptions, type ActivationData } from './formats/torch.js';
+export { readTorchFile, openTorchFile, TorchFile, type TorchReadOptions, type ActivationData, type MetadataValue, type TensorInfo, type RowRange } from './formats/torch.js';
+export { encodeTorchFile, writeTorchFile, torchShardValue, isTorchTensor, type TorchShard, type TorchValue, type TorchTensorInput, type TorchTensorBytes, type TorchTensorChunks, type TorchWriteOptions, type TorchFileWriteOptions, type TorchWriteResult } from './formats/torch-writer.js';
+export { openActivationFile, type ActivationFileReader, type OpenActivationOptions } from './formats/open-any.js';
+export { readFloat32OffThread, type Float32File, type Float32Tensor, type ThreadReadOptions } from './formats/read-thread.js';
 export { parseNpy, serializeNpy, isNpy } from './formats/npy.js';
 export { unpickle, type PickleLimits, type UnpickleOptions } from './formats/pickle.js';
 
@@ -31,16 +34,33 @@ export { MechIntHooks, type TrainingStepInfo } from './capture/hooks.js';
 export { MechIntCallback } from './capture/callback.js';
 
 // Storage
-export { ShardWriter, type ShardWriterOptions, type ShardInput, type LayerBlock } from './storage/shard-writer.js';
-export { ShardReader, loadLayerMatrix, type ShardInfo, type LayerSummary, type OpenShardsOptions } from './storage/shard-reader.js';
-export { readManifest, parseManifest, type Manifest, type ShardRecord, type UploadState } from './storage/manifest.js';
+export { ShardWriter, type ShardWriterOptions, type ShardInput, type LayerBlock, type ShardFileFormat } from './storage/shard-writer.js';
+export { ShardReader, loadLayerMatrix, type ShardInfo, type LayerSummary, type OpenShardsOptions, type CorruptShard } from './storage/shard-reader.js';
+export {
+  readManifest, readManifestFile, parseManifest, emptyManifest, parseAnyManifest, writeManifest, journalFileName, manifestsInDir, MANIFEST_NAME_PATTERN, ORIGINAL_MANIFEST_PATTERN,
+  type Manifest, type ShardRecord, type UploadState, type ShardPatch, type JournalEntry, type ManifestFailure, type OriginalManifest, type AnyManifest,
+} from './storage/manifest.js';
+export { ManifestLog, COMPACT_MIN, type JournalEntryInput } from './storage/manifest-log.js';
+export { WriterLock, lockFileName, type LockInfo } from './storage/writer-lock.js';
+export { encodeUserMetadata, decodeShardMetadata, stringifyMetadataJson, parseMetadataJson, JSON_KEYS, RESERVED_METADATA_KEYS } from './storage/metadata.js';
+export { toStorageError } from './storage/storage-errors.js';
+export { captureLogger } from './capture/sampler.js';
+export { inspectPath, formatInspect, type InspectReport, type InspectOptions } from './cli/inspect.js';
 export { writeFileAtomic, sha256File } from './storage/atomic.js';
 export { rowsFromMatrix, type RowBatch, type RowSource } from './storage/rows.js';
 
 // Analysis
 export { AnalysisRunner, type EvalRunnerOptions, type RunMechintEvalArgs, type EvalResults } from './analysis/runner.js';
 export { getAnalysis, analysisNames, registerAnalysis } from './analysis/registry.js';
-export type { AnalysisDefinition, AnalysisContext, AnalysisProgress, AnalysisResults, EvalData } from './analysis/types.js';
+export type { AnalysisContext, AnalysisProgress, EvalData } from './analysis/types.js';
+export { defineAnalysis, type AnalysisDefinition, type AnalysisNeeds } from './analysis/definition.js';
+export { isAnalysisError, type AnalysisResultMap, type AnalysisResults, type AnalysisErrorResult, type LayerResults } from './analysis/results.js';
+export { executeAnalyses, findStoredResult, resultKey, type ExecuteRequest, type ExecuteEnv, type ExecuteOutcome, type ExecutedResult, type LayerSource } from './analysis/executor.js';
+export { readerSource, matrixSource } from './analysis/sources.js';
+export { ManifestResultsStore, MemoryResultsStore, type ResultsStore, type StoredResult, type StoredResultRecord } from './analysis/results-store.js';
+export { defineOptions, int, num, bool, oneOf, str, strings, numbers, orLiteral, integer, boolean, snakeCase, type Field, type OptionsSchema, type OptionValues, type OptionInput } from './options.js';
+export { registerLayerModule, loadModelFrom, layerModules } from './model/registry.js';
+export { modelFingerprint, evalDataFingerprint } from './model/fingerprint.js';
 export { runNeuronAnalysis, type NeuronAnalysisOptions, type NeuronAnalysisResult } from './analysis/neuron.js';
 export { runFeatureAnalysis, kmeans, adjustedRandIndex, type FeatureAnalysisOptions, type FeatureAnalysisResult, type ClusterResult } from './analysis/feature.js';
 export { symmetricEigen, CovarianceAccumulator } from './analysis/linalg.js';
@@ -68,7 +88,8 @@ export { steer, runSteeringAnalysis, resolveSteeringOptions, type SteerOptions, 
 export { corruptInputs, CORRUPTIONS } from './model/model-runs.js';
 export { withInterventionSync, tileBatch, replaceUnitsPerVariant, addDirectionPerVariant, watchLayer } from './model/interventions.js';
 export { renderHtml, markdownToHtml } from './report/html.js';
-export { analysisTitle, sectionLines } from './report/sections.js';
+export { analysisTitle } from './report/sections.js';
+export { sectionLines, registerView, viewFor, type AnalysisView } from './report/views.js';
 export { renderSvg, type Chart, type ChartSpec } from './report/charts.js';
 
 // Storage backends
@@ -93,10 +114,11 @@ export {
 export { runDemo, DEMO_LAYERS, type DemoOptions, type DemoSummary, type DemoProgress } from './demo/run.js';
 
 // Server
-export { buildApp, DEFAULT_HOST, DEFAULT_PORT, type BuildAppOptions } from './server/app.js';
+export { buildApp, resolveApiKey, DEFAULT_HOST, DEFAULT_PORT, type BuildAppOptions } from './server/app.js';
+export { clientSignal } from './server/limits.js';
 export { mechintRoutes, type MechIntRoutesOptions } from './server/routes.js';
 export { CacheIndex, type CacheIndexOptions, type LayerView } from './server/cache-index.js';
-export { JobManager, type JobManagerOptions, type JobView, type JobState } from './server/jobs.js';
+export { JobManager, type JobManagerOptions, type JobView, type JobState, type JobSubmitMeta, type JobCloseOptions } from './server/jobs.js';
 export { API_KEY_ENV } from './server/auth.js';
 export { executionOrder } from './model/interventions.js';
 export { causalChart, circuitChart, steeringChart, saeLatentsChart, latentHistogramChart } from './report/charts.js';

@@ -201,7 +201,8 @@ describe('hand-written gradients', () => {
 describe('options', () => {
   test('rejects bad values with a ConfigError naming the option, the value and the range', async () => {
     const cases: Array<[Record<string, unknown>, RegExp]> = [
-      [{ k: 0 }, /`k`.*1 to 128.*`0`/],
+      [{ k: 0 }, /`k`.*>= 1.*`0`/],
+      [{ k: 129 }, /`k`.*<= n_latents \(128\).*`129`/],
       [{ n_latents: 2.5 }, /`n_latents`.*`2.5`/],
       [{ architecture: 'gated' }, /`architecture`.*topk, relu.*`gated`/],
       [{ lr: -1 }, /`lr`.*`-1`/],

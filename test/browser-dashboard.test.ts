@@ -16,7 +16,8 @@ import { buildFitData } from '../src/demo/neurofmx-mini.js';
 import { DEMO_LAYERS, runDemo, type DemoSummary } from '../src/demo/run.js';
 import { TEST_OUTPUT, chartMarks, launchChromium, requireChromium, total, watchErrors } from './browser-helpers.js';
 
-const PANELS = ['neuron', 'feature', 'dynamics', 'sae', 'causal', 'circuit'];
+/** Every analysis the server can run gets a panel, in the registry's order (GET /interpret/analyses). */
+const PANELS = ['neuron', 'feature', 'sae', 'dynamics', 'probe', 'causal', 'circuit', 'steering'];
 
 let dir: string;
 let demo: DemoSummary;
@@ -35,7 +36,11 @@ before(async () => {
     dashboard: true,
     cache: demo.cacheDir,
     model: demo.model,
-    evalData: { inputs: evalData.inputs, targets: [evalData.targets.behavior_head, evalData.targets.reconstruction_head] },
+    evalData: {
+      inputs: evalData.inputs,
+      targets: [evalData.targets.behavior_head, evalData.targets.reconstruction_head],
+      probeTargets: { latents: { data: demo.heldOut.latents, shape: demo.heldOut.shapes.latents }, behavior: { data: demo.heldOut.behavior, shape: demo.heldOut.shapes.behavior } },
+    },
     config: { sampleLayers: DEMO_LAYERS, analysisOptions: { sae: { epochs: 1, k: 8, seed: 0 } } },
     jobs: { concurrency: 1 },
   });
@@ -69,7 +74,7 @@ async function assertViews(page: Page, layer: string): Promise<void> {
   const states = await settled(page, layer);
   for (const p of PANELS) assert.match(states[p]!, /^done/, `the ${p} view of ${layer} rendered (${states[p]})`);
   const s = slug(layer);
-  for (const id of [`neuron-frequency-${s}`, `feature-pca-${s}`, `dynamics-${s}`, `sae-training-${s}`, `sae-latents-${s}`, `causal-ablation-${s}`, `circuit-graph-${s}`]) {
+  for (const id of [`neuron-frequency-${s}`, `feature-pca-${s}`, `dynamics-${s}`, `sae-training-${s}`, `sae-latents-${s}`, `causal-ablation-${s}`, `circuit-graph-${s}`, 'probe-r2', `steering-${s}`]) {
     const marks = await chartMarks(page, `section.panel figure[data-chart="${id}"]`);
     assert.ok(total(marks) > 0, `chart ${id} has data marks: ${JSON.stringify(marks)}`);
   }

@@ -6,6 +6,7 @@ import { tf } from '../src/backend.js';
 import { ActivationSampler } from '../src/capture/sampler.js';
 import { autoDetectLayers, getLayerByPath, listLayerPaths } from '../src/model/layer-paths.js';
 import { LayerNotFoundError } from '../src/errors.js';
+import { readManifest } from '../src/storage/manifest.js';
 import { parseSafetensors } from '../src/formats/safetensors.js';
 import { toFloat32 } from '../src/formats/dtypes.js';
 import { seededMatrix, sequenceModel, smallNestedModel, tempDir } from './helpers.js';
@@ -49,13 +50,13 @@ test('hooks capture a nested layer in predict, apply and a manual minimize loop 
   y.dispose();
 });
 
-test('captures [B,T,D] outputs with their shape, and warns (not throws) for a missing layer', async () => {
+test('captures [B,T,D] outputs with their shape, and with missingLayers \'warn\' warns (not throws) for a missing layer', async () => {
   const model = await sequenceModel();
   const dir = await tempDir();
   const warnings: string[] = [];
   const origWarn = console.warn;
   console.warn = (m: string) => warnings.push(m);
-  const sampler = new ActivationSampler({ layers: ['proj', 'nope'], saveDir: dir });
+  const sampler = new ActivationSampler({ layers: ['proj', 'nope'], saveDir: dir, missingLayers: 'warn', verbose: false });
   let registered: string[];
   try {
     registered = sampler.registerHooks(model);
@@ -63,7 +64,7 @@ test('captures [B,T,D] outputs with their shape, and warns (not throws) for a mi
     console.warn = origWarn;
   }
   assert.deepEqual(registered, ['proj']);
-  assert.ok(warnings.some((w) => w.startsWith('[MechInt]') && w.includes('`nope`')));
+  assert.ok(warnings.some((w) => w.startsWith('[MechInt]') && w.includes('`nope`')), 'warned although verbose is false');
   (model.predict(tf.ones([3, 5, 3])) as tf.Tensor).dispose();
   const path = await sampler.saveActivations(7);
   const { tensors } = parseSafetensors(new Uint8Array(await readFile(path!)));
@@ -129,7 +130,12 @@ test('a shard round-trips byte-exact, with its metadata, and the manifest lists 
   assert.ok(!Number.isNaN(Date.parse(header.metadata.created!)));
   assert.deepEqual(JSON.parse(header.metadata.shapes!), { 'backbone.blocks.0': [4, 8], head: [4, 2] });
   assert.equal(await sampler.saveActivations(201), null, 'nothing captured since: no shard');
+  const running = (await readManifest(dir))!; // manifest.json merged with its journal, as readers see it during a run
+  assert.equal(running.status, 'running');
+  assert.deepEqual(running.shards.map((s) => s.file), ['activations_shard_000000_step_200.safetensors']);
+  await sampler.writer.finish();
   const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'));
+  assert.equal(manifest.status, 'complete');
   assert.equal(manifest.total_shards, 1);
   assert.deepEqual(manifest.shards[0].rows, { 'backbone.blocks.0': 4, head: 4 });
   assert.match(manifest.shards[0].sha256, /^[0-9a-f]{64}$/);
@@ -176,6 +182,7 @@ test('with perRankShards each rank writes its own shards and manifest', async ()
     (model.predict(tf.ones([2, 4])) as tf.Tensor).dispose();
     await sampler.saveActivations(10);
     sampler.clearHooks();
+    await sampler.writer.finish();
   }
   assert.deepEqual((await readdir(dir)).sort(), [
     'activations_shard_000000_step_10_rank_0.safetensors',

@@ -67,7 +67,7 @@ const invalid: [Record<string, unknown>, RegExp][] = [
   [{ saveHiddenEveryNSteps: 0 }, /`save_hidden_every_n_steps`.*integer >= 1.*`0`/],
   [{ saveHiddenEveryNSteps: 2.5 }, /`save_hidden_every_n_steps`/],
   [{ max_activations_per_shard: -1 }, /`max_activations_per_shard`.*`-1`/],
-  [{ analyses_to_run: ['sae', 'magic'] }, /`analyses_to_run`.*sae, neuron, feature.*`"magic"`/],
+  [{ analyses_to_run: ["sae", "magic"] }, /`analyses_to_run`.*neuron, feature, sae.*`"magic"`/],
   [{ analyses_to_run: 'sae' }, /`analyses_to_run`/],
   [{ sample_layers: [] }, /`sample_layers`/],
   [{ sample_layers: [3] }, /`sample_layers`/],

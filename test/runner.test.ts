@@ -5,6 +5,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EvalMechIntRunner } from '../src/report/eval-runner.js';
 import { MechIntConfig } from '../src/config.js';
+import { isAnalysisError } from '../src/analysis/results.js';
 import { ShardWriter } from '../src/storage/shard-writer.js';
 import { parseSafetensors } from '../src/formats/safetensors.js';
 import { seededMatrix, tempDir } from './helpers.js';
@@ -34,11 +35,13 @@ test('runMechintEval returns { config, analyses } keyed by analysis then layer, 
   const results = await runner.runMechintEval({ hiddenShardsPath: join(dir, 'cache') });
   assert.deepEqual(Object.keys(results), ['config', 'analyses']);
   assert.deepEqual(Object.keys(results.analyses), ['neuron', 'feature', 'sae', 'causal']);
-  const neuron = results.analyses.neuron!.relu_layer as Record<string, number[] | number>;
+  // Results are typed per analysis: narrowing away the error case is all a user writes.
+  const neuron = results.analyses.neuron!.relu_layer!;
+  if (isAnalysisError(neuron)) throw new Error(neuron.error);
   // Against a direct computation over both shards.
   const n = planted.relu.length / 6;
   const mean0 = Array.from({ length: n }, (_, r) => planted.relu[r * 6]!).reduce((a, b) => a + b) / n;
-  assert.ok(Math.abs((neuron.mean_activation as number[])[0]! - mean0) < 1e-6);
+  assert.ok(Math.abs(neuron.mean_activation[0]! - mean0) < 1e-6);
   assert.deepEqual(neuron.dead_units, [4, 5]);
   assert.equal(neuron.n_rows, 80);
   // [B,T,D] is read as rows of D.
@@ -49,7 +52,10 @@ test('runMechintEval returns { config, analyses } keyed by analysis then layer, 
   assert.equal(sae.training_stats['relu_layer/loss']!.length, 2);
   assert.ok(sae.final_l0 <= 2 + 1e-9);
   // An analysis that needs a model records why, per the guide's contract, and the others ran.
-  assert.match(String((results.analyses.causal as { error?: string }).error), /causal/);
+  const causal = results.analyses.causal!.relu_layer!;
+  assert.ok(isAnalysisError(causal));
+  assert.match(causal.error, /causal analysis needs the model/);
+  assert.equal(causal.code, 'MECHINT_ERR_MODEL_REQUIRED');
 
   const files = await runner.exportResults(join(dir, 'out'));
   const json = JSON.parse(await readFile(files.json, 'utf8'));

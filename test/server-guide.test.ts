@@ -41,7 +41,9 @@ test('curl POST /interpret runs the neuron analysis with the guide\'s body and a
   const res = await curl(['-X', 'POST', `${url}/interpret`, '-H', 'Content-Type: application/json', '-d', body]);
   assert.equal(res.status, 200, res.body);
   const out = res.json();
-  assert.deepEqual(Object.keys(out).sort(), ['analysis_type', 'layer_name', 'results', 'timestamp']);
+  // The guide's keys, and where the result came from.
+  assert.deepEqual(Object.keys(out).sort(), ['analysis_type', 'layer_name', 'origin', 'results', 'timestamp']);
+  assert.equal(out.origin, 'computed');
   assert.equal(out.analysis_type, 'neuron');
   assert.equal(out.layer_name, 'layer1');
   assert.ok(!Number.isNaN(Date.parse(out.timestamp as string)));

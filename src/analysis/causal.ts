@@ -13,57 +13,29 @@
 import { tf } from '../backend.js';
 import { predictAll, recordActivations, replaceUnitsPerVariant, type RecordedActivation } from '../model/interventions.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
+import { defineOptions, int, num, oneOf, type OptionInput, type OptionValues } from '../options.js';
 import {
-  CORRUPTIONS, corruptInputs, disposeInputs, firstSamples, headNames, intOption, perSampleLoss, round, sumOverVariants,
+  CORRUPTIONS, corruptInputs, disposeInputs, firstSamples, headNames, perSampleLoss, round, sumOverVariants,
   takeSamples, targetsByHead, topIndices, unitMeans, type Corruption, type ModelInputs,
 } from '../model/model-runs.js';
 import type { AnalysisContext } from './types.js';
+import { defineAnalysis } from './definition.js';
 
-export interface CausalOptions {
-  /** Most units ablated one by one; above it, the units with the largest mean |activation|. @default 64 */
-  maxUnits?: number;
-  /** Eval samples used (the first ones). @default 512 */
-  maxSamples?: number;
-  /** 'mean' sets a unit to its mean over the eval inputs; 'zero' to 0. @default 'mean' */
-  ablation?: 'mean' | 'zero';
-  /** How corrupted inputs are made when `evalData.corruptedInputs` is absent. @default 'shuffle' */
-  corruption?: Corruption;
-  /** Noise standard deviation, relative to each input's, for `corruption: 'noise'`. @default 1 */
-  noiseScale?: number;
-  /** Units (those with the largest ablation effect) patched one by one. @default 8 */
-  patchUnits?: number;
-  /** Seed of the corruption. @default 0 */
-  seed?: number;
-  /** Samples × variants per forward pass (memory bound). @default 1024 */
-  rowsPerPass?: number;
-}
-
-type Resolved = Required<CausalOptions>;
-
-const KEYS: Record<string, keyof CausalOptions> = {
-  maxUnits: 'maxUnits', max_units: 'maxUnits', maxSamples: 'maxSamples', max_samples: 'maxSamples', ablation: 'ablation',
-  corruption: 'corruption', noiseScale: 'noiseScale', noise_scale: 'noiseScale', patchUnits: 'patchUnits', patch_units: 'patchUnits',
-  seed: 'seed', rowsPerPass: 'rowsPerPass', rows_per_pass: 'rowsPerPass',
-};
+export const causalOptions = defineOptions('causal option', {
+  maxUnits: int({ min: 1, default: 64, doc: 'Most units ablated one by one; above it, the units with the largest mean |activation|.' }),
+  maxSamples: int({ min: 1, default: 512, doc: 'Eval samples used (the first ones).' }),
+  ablation: oneOf(['mean', 'zero'] as const, { default: 'mean', doc: "'mean' sets a unit to its mean over the eval inputs; 'zero' to 0." }),
+  corruption: oneOf(CORRUPTIONS, { default: 'shuffle', doc: 'How corrupted inputs are made when `evalData.corruptedInputs` is absent.' }),
+  noiseScale: num({ min: 0, minExclusive: true, default: 1, doc: "Noise standard deviation, relative to each input's, for `corruption: 'noise'`." }),
+  patchUnits: int({ min: 0, default: 8, doc: 'Units (those with the largest ablation effect) patched one by one.' }),
+  seed: int({ min: 0, default: 0, doc: 'Seed of the corruption.' }),
+  rowsPerPass: int({ min: 1, default: 1024, doc: 'Samples × variants per forward pass (memory bound).' }),
+});
+export type CausalOptions = OptionInput<typeof causalOptions.fields>;
+type Resolved = OptionValues<typeof causalOptions.fields>;
 
 export function resolveCausalOptions(options: Record<string, unknown>): Resolved {
-  const o: Resolved = { maxUnits: 64, maxSamples: 512, ablation: 'mean', corruption: 'shuffle', noiseScale: 1, patchUnits: 8, seed: 0, rowsPerPass: 1024 };
-  for (const [raw, value] of Object.entries(options)) {
-    const key = KEYS[raw];
-    if (!key) throw new ConfigError(`Unknown causal option \`${raw}\`; the options are max_units, max_samples, ablation, corruption, noise_scale, patch_units, seed, rows_per_pass`);
-    if (key === 'ablation') {
-      if (value !== 'mean' && value !== 'zero') throw new ConfigError(`Expected \`ablation\` to be one of mean, zero; got \`${String(value)}\``);
-      o.ablation = value;
-    } else if (key === 'corruption') {
-      if (!CORRUPTIONS.includes(value as Corruption)) throw new ConfigError(`Expected \`corruption\` to be one of ${CORRUPTIONS.join(', ')}; got \`${String(value)}\``);
-      o.corruption = value as Corruption;
-    } else if (key === 'noiseScale') {
-      if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) throw new ConfigError(`Expected \`noise_scale\` to be a finite number > 0; got \`${String(value)}\``);
-      o.noiseScale = value;
-    } else if (key === 'seed') o.seed = intOption('seed', value, 0);
-    else o[key] = intOption(raw, value, key === 'patchUnits' ? 0 : 1);
-  }
-  return o;
+  return causalOptions.resolve(options);
 }
 
 export interface UnitEffect {
@@ -220,3 +192,14 @@ export async function runCausalAnalysis(options: Record<string, unknown>, ctx: P
     disposeInputs(corrupted);
   }
 }
+
+export const causalAnalysis = defineAnalysis({
+  name: 'causal',
+  title: 'Causal analysis',
+  description: 'unit and layer ablation effects on the eval loss (or outputs), and activation patching from clean into corrupted inputs',
+  options: causalOptions,
+  needs: { model: true, evalData: ['inputs', 'targets', 'corruptedInputs'] },
+  usesTf: true,
+  readsRows: false,
+  run: (_rows, options, ctx) => runCausalAnalysis(options, ctx),
+});

@@ -15,46 +15,26 @@
 import { tf } from '../backend.js';
 import { executionOrder, recordActivations, tileBatch, watchLayer, withInterventionSync } from '../model/interventions.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
+import { bool, boolean, defineOptions, int, orLiteral, type OptionInput, type OptionValues } from '../options.js';
 import { downstreamFeatures, upstreamFeatures, type Downstream, type Upstream } from './circuit-features.js';
-import { disposeInputs, firstSamples, intOption, round, topIndices, type ModelInputs } from '../model/model-runs.js';
+import { disposeInputs, firstSamples, round, topIndices, type ModelInputs } from '../model/model-runs.js';
 import { previousSae } from './sae-lookup.js';
 import type { AnalysisContext } from './types.js';
+import { defineAnalysis } from './definition.js';
 
-export interface CircuitOptions {
-  /** Edges kept (by |attribution|). @default 20 */
-  topK?: number;
-  /** Most features per side (the most active ones). @default 32 */
-  maxFeatures?: number;
-  /** Eval samples used (the first ones). @default 256 */
-  maxSamples?: number;
-  /** Use SAE latents where the sae analysis left weights ('auto'), always (true: fail without), or never. @default 'auto' */
-  useSae?: boolean | 'auto';
-  /** After the last sampled layer, attribute to the model's output units. @default true */
-  toOutput?: boolean;
-  /** Samples × features per pass (memory bound). @default 1024 */
-  rowsPerPass?: number;
-}
-
-type Resolved = Required<CircuitOptions>;
-const KEYS: Record<string, keyof CircuitOptions> = {
-  topK: 'topK', top_k: 'topK', maxFeatures: 'maxFeatures', max_features: 'maxFeatures', maxSamples: 'maxSamples', max_samples: 'maxSamples',
-  useSae: 'useSae', use_sae: 'useSae', toOutput: 'toOutput', to_output: 'toOutput', rowsPerPass: 'rowsPerPass', rows_per_pass: 'rowsPerPass',
-};
+export const circuitOptions = defineOptions('circuit option', {
+  topK: int({ min: 1, default: 20, doc: 'Edges kept (by |attribution|).' }),
+  maxFeatures: int({ min: 1, default: 32, doc: 'Most features per side (the most active ones).' }),
+  maxSamples: int({ min: 1, default: 256, doc: 'Eval samples used (the first ones).' }),
+  useSae: orLiteral(boolean, 'auto', { default: 'auto', doc: "Use SAE latents where the sae analysis left weights ('auto'), always (true: fail without), or never." }),
+  toOutput: bool({ default: true, doc: "After the last sampled layer, attribute to the model's output units." }),
+  rowsPerPass: int({ min: 1, default: 1024, doc: 'Samples × features per pass (memory bound).' }),
+});
+export type CircuitOptions = OptionInput<typeof circuitOptions.fields>;
+type Resolved = OptionValues<typeof circuitOptions.fields>;
 
 export function resolveCircuitOptions(options: Record<string, unknown>): Resolved {
-  const o: Resolved = { topK: 20, maxFeatures: 32, maxSamples: 256, useSae: 'auto', toOutput: true, rowsPerPass: 1024 };
-  for (const [raw, value] of Object.entries(options)) {
-    const key = KEYS[raw];
-    if (!key) throw new ConfigError(`Unknown circuit option \`${raw}\`; the options are top_k, max_features, max_samples, use_sae, to_output, rows_per_pass`);
-    if (key === 'useSae') {
-      if (value !== true && value !== false && value !== 'auto') throw new ConfigError(`Expected \`use_sae\` to be one of true, false, 'auto'; got \`${String(value)}\``);
-      o.useSae = value;
-    } else if (key === 'toOutput') {
-      if (typeof value !== 'boolean') throw new ConfigError(`Expected \`to_output\` to be true or false; got \`${String(value)}\``);
-      o.toOutput = value;
-    } else o[key] = intOption(raw, value, 1);
-  }
-  return o;
+  return circuitOptions.resolve(options);
 }
 
 export interface CircuitNode {
@@ -223,3 +203,14 @@ export async function runCircuitAnalysis(options: Record<string, unknown>, ctx: 
     disposeInputs(inputs);
   }
 }
+
+export const circuitAnalysis = defineAnalysis({
+  name: 'circuit',
+  title: 'Circuits',
+  description: 'gradient × activation edges from each sampled layer to the next (units or SAE latents), top-K checked by ablation',
+  options: circuitOptions,
+  needs: { model: true, evalData: ['inputs'], optional: ['sae'], contextLayers: true },
+  usesTf: true,
+  readsRows: false,
+  run: (_rows, options, ctx) => runCircuitAnalysis(options, ctx),
+});

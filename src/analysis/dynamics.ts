@@ -4,9 +4,15 @@
  * PCs hold). One pass; memory is one D×D covariance per step, with steps merged into at most
  * `max_steps` groups.
  */
-import { ConfigError, InsufficientDataError } from '../errors.js';
+import { InsufficientDataError } from '../errors.js';
+import { defineOptions, int } from '../options.js';
 import { CovarianceAccumulator, symmetricEigen } from './linalg.js';
 import type { RowSource } from '../storage/rows.js';
+import { defineAnalysis } from './definition.js';
+
+export const dynamicsOptions = defineOptions('dynamics option', {
+  maxSteps: int({ min: 1, default: 50, doc: 'Training steps reported at most; later steps fold into the nearest earlier group.' }),
+});
 
 export interface StepSummary {
   global_step: number;
@@ -38,12 +44,7 @@ interface StepAcc {
 }
 
 export async function runDynamicsAnalysis(source: RowSource, options: Record<string, unknown> = {}): Promise<DynamicsResult> {
-  let maxSteps = 50;
-  for (const [k, v] of Object.entries(options)) {
-    if (k !== 'max_steps' && k !== 'maxSteps') throw new ConfigError(`Unknown dynamics option \`${k}\`; the option is max_steps`);
-    if (!Number.isInteger(v) || (v as number) < 1) throw new ConfigError(`Expected \`max_steps\` to be an integer >= 1; got \`${String(v)}\``);
-    maxSteps = v as number;
-  }
+  const { maxSteps } = dynamicsOptions.resolve(options);
   const byStep = new Map<number, StepAcc>();
   let dim = 0;
   for await (const b of source()) {
@@ -110,3 +111,11 @@ function downsample(xs: number[], max: number): number[] {
   if (xs.length <= max) return xs;
   return Array.from({ length: max }, (_, i) => xs[Math.round((i * (xs.length - 1)) / (max - 1))]!);
 }
+
+export const dynamicsAnalysis = defineAnalysis({
+  name: 'dynamics',
+  title: 'Across training steps',
+  description: 'per training step (shard global step): activation frequency and magnitude, dead units, variance in the top PCs',
+  options: dynamicsOptions,
+  run: (rows, options) => runDynamicsAnalysis(rows, options),
+});

@@ -4,37 +4,27 @@
  * the top principal components. One pass over the rows; memory is a D×D covariance plus a
  * bounded reservoir sample of rows for clustering.
  */
-import { ConfigError, FormatError, InsufficientDataError } from '../errors.js';
+import { FormatError, InsufficientDataError } from '../errors.js';
+import { bool, defineOptions, int, integer, oneOf, orLiteral, type OptionInput, type OptionValues } from '../options.js';
 import { CovarianceAccumulator, symmetricEigen, type CovarianceKernel } from './linalg.js';
 import { createRng, type Rng } from '../random.js';
 import { chooseK, kmeans } from './kmeans.js';
 import type { RowSource } from '../storage/rows.js';
+import { defineAnalysis } from './definition.js';
 
-export interface FeatureAnalysisOptions {
-  /** Principal components reported (at most D). Snake case: `n_components`. @default min(50, D) */
-  nComponents?: number;
-  /**
-   * k-means clusters, or `'auto'`: the k in 2..10 with the best mean silhouette on up to 2,000
-   * sampled rows. Snake case: `n_clusters`. @default 8
-   */
-  nClusters?: number | 'auto';
-  /** Top PCs the rows are projected onto before clustering. Snake case: `cluster_components`. @default min(10, n_components) */
-  clusterComponents?: number;
-  /** Rows kept (uniform reservoir sample of the stream) for clustering. Snake case: `max_rows_for_clustering`. @default 20000 */
-  maxRowsForClustering?: number;
-  /** k-means++ restarts; the lowest inertia wins. Snake case: `n_init`. @default 4 */
-  nInit?: number;
-  /** Lloyd iterations per restart at most. Snake case: `max_iter`. @default 100 */
-  maxIter?: number;
-  /** Seed of the reservoir sample and of k-means. @default 0 */
-  seed?: number;
-  /** Principal axes (unit vectors of D values) included in the result, top first. Snake case: `return_components`. @default min(10, n_components) */
-  returnComponents?: number;
-  /** Include each sampled row's cluster and its row index in the stream. Snake case: `return_assignments`. @default false */
-  returnAssignments?: boolean;
-  /** How the covariance's Xᵀ X is formed (see CovarianceAccumulator). Snake case: `covariance_kernel`. @default 'auto' */
-  covarianceKernel?: CovarianceKernel;
-}
+export const featureOptions = defineOptions('feature option', {
+  nComponents: orLiteral(integer(1), null, { default: null, defaultDoc: 'min(50, D)', doc: 'Principal components reported (at most D).' }),
+  nClusters: orLiteral(integer(1), 'auto', { default: 8, doc: "k-means clusters, or 'auto': the k in 2..10 with the best mean silhouette on up to 2,000 sampled rows." }),
+  clusterComponents: orLiteral(integer(1), null, { default: null, defaultDoc: 'min(10, n_components)', doc: 'Top PCs the rows are projected onto before clustering.' }),
+  maxRowsForClustering: int({ min: 1, default: 20000, doc: 'Rows kept (uniform reservoir sample of the stream) for clustering.' }),
+  nInit: int({ min: 1, default: 4, doc: 'k-means++ restarts; the lowest inertia wins.' }),
+  maxIter: int({ min: 1, default: 100, doc: 'Lloyd iterations per restart at most.' }),
+  seed: int({ min: 0, default: 0, doc: 'Seed of the reservoir sample and of k-means.' }),
+  returnComponents: orLiteral(integer(0), null, { default: null, defaultDoc: 'min(10, n_components)', doc: 'Principal axes (unit vectors of D values) included in the result, top first.' }),
+  returnAssignments: bool({ default: false, doc: "Include each sampled row's cluster and its row index in the stream." }),
+  covarianceKernel: oneOf(['auto', 'tf', 'js'] as const, { default: 'auto', doc: "How the covariance's Xᵀ X is formed (see CovarianceAccumulator)." }),
+});
+export type FeatureAnalysisOptions = OptionInput<typeof featureOptions.fields>;
 
 export interface ClusterResult {
   n_clusters: number;
@@ -75,85 +65,11 @@ export interface FeatureAnalysisResult {
   clusters: ClusterResult;
 }
 
-type Resolved = {
-  nComponents: number | null;
-  nClusters: number | 'auto';
-  clusterComponents: number | null;
-  maxRowsForClustering: number;
-  nInit: number;
-  maxIter: number;
-  seed: number;
-  returnComponents: number | null;
-  returnAssignments: boolean;
-  covarianceKernel: CovarianceKernel;
-};
-
-const FEATURE_KEYS: Record<string, keyof Resolved> = {
-  n_components: 'nComponents', nComponents: 'nComponents',
-  n_clusters: 'nClusters', nClusters: 'nClusters',
-  cluster_components: 'clusterComponents', clusterComponents: 'clusterComponents',
-  max_rows_for_clustering: 'maxRowsForClustering', maxRowsForClustering: 'maxRowsForClustering',
-  n_init: 'nInit', nInit: 'nInit',
-  max_iter: 'maxIter', maxIter: 'maxIter',
-  seed: 'seed',
-  return_components: 'returnComponents', returnComponents: 'returnComponents',
-  return_assignments: 'returnAssignments', returnAssignments: 'returnAssignments',
-  covariance_kernel: 'covarianceKernel', covarianceKernel: 'covarianceKernel',
-};
-
-function intOption(key: string, value: unknown, min: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new ConfigError(`Expected \`${key}\` to be an integer >= ${min}; got \`${String(value)}\``);
-  }
-  return value;
-}
+type Resolved = OptionValues<typeof featureOptions.fields>;
 
 /** Merges camelCase and snake_case keys over the defaults; unknown keys and bad values throw ConfigError. */
 export function resolveFeatureOptions(options: Record<string, unknown> = {}): Resolved {
-  const out: Resolved = {
-    nComponents: null, nClusters: 8, clusterComponents: null, maxRowsForClustering: 20000, nInit: 4,
-    maxIter: 100, seed: 0, returnComponents: null, returnAssignments: false, covarianceKernel: 'auto',
-  };
-  for (const [key, value] of Object.entries(options)) {
-    if (value === undefined) continue;
-    const name = FEATURE_KEYS[key];
-    if (!name) {
-      const allowed = Object.keys(FEATURE_KEYS).filter((k) => k.includes('_') || k === 'seed').join(', ');
-      throw new ConfigError(`Unknown feature analysis option \`${key}\`; expected one of ${allowed}`);
-    }
-    switch (name) {
-      case 'nClusters':
-        out.nClusters = value === 'auto' ? 'auto' : intOption(key, value, 1);
-        break;
-      case 'nComponents':
-      case 'clusterComponents':
-        out[name] = intOption(key, value, 1);
-        break;
-      case 'returnComponents':
-        out.returnComponents = intOption(key, value, 0);
-        break;
-      case 'maxRowsForClustering':
-      case 'nInit':
-      case 'maxIter':
-        out[name] = intOption(key, value, 1);
-        break;
-      case 'seed':
-        if (typeof value !== 'number' || !Number.isFinite(value)) throw new ConfigError(`Expected \`seed\` to be a finite number; got \`${String(value)}\``);
-        out.seed = value;
-        break;
-      case 'returnAssignments':
-        if (typeof value !== 'boolean') throw new ConfigError(`Expected \`${key}\` to be true or false; got \`${String(value)}\``);
-        out.returnAssignments = value;
-        break;
-      case 'covarianceKernel':
-        if (value !== 'auto' && value !== 'tf' && value !== 'js') {
-          throw new ConfigError(`Expected \`${key}\` to be one of auto, tf, js; got \`${String(value)}\``);
-        }
-        out.covarianceKernel = value;
-        break;
-    }
-  }
-  return out;
+  return featureOptions.resolve(options);
 }
 
 /**
@@ -330,3 +246,11 @@ function project(rows: Float32Array, m: number, D: number, mean: Float64Array, a
 }
 
 export { kmeans, silhouetteScore, adjustedRandIndex, type KMeansOptions, type KMeansResult } from './kmeans.js';
+
+export const featureAnalysis = defineAnalysis({
+  name: 'feature',
+  title: 'Features: PCA and clusters',
+  description: 'PCA explained variance, participation ratio and k-means clusters on the top PCs',
+  options: featureOptions,
+  run: (rows, options) => runFeatureAnalysis(rows, options),
+});

@@ -2,23 +2,16 @@
  * Neuron analysis: per-unit activation statistics of one layer in one streaming pass, with
  * memory bounded by the number of units (never by the number of rows).
  */
-import { ConfigError, FormatError, InsufficientDataError } from '../errors.js';
+import { FormatError, InsufficientDataError } from '../errors.js';
+import { defineOptions, num, type OptionInput, type OptionValues } from '../options.js';
 import type { RowSource } from '../storage/rows.js';
+import { defineAnalysis } from './definition.js';
 
-export interface NeuronAnalysisOptions {
-  /**
-   * A unit is dead when it is above `activationThreshold` in fewer than this fraction of rows
-   * (the guide's `sparsity < 0.01`). Snake case: `dead_threshold`.
-   * @default 0.01
-   */
-  deadThreshold?: number;
-  /**
-   * A unit counts as active in a row when its value is strictly above this
-   * (the guide's `sparsity` is the fraction of rows > 0). Snake case: `activation_threshold`.
-   * @default 0
-   */
-  activationThreshold?: number;
-}
+export const neuronOptions = defineOptions('neuron option', {
+  deadThreshold: num({ min: 0, max: 1, default: 0.01, doc: "A unit is dead when it is above `activation_threshold` in fewer than this fraction of rows (the guide's `sparsity < 0.01`)." }),
+  activationThreshold: num({ default: 0, doc: "A unit counts as active in a row when its value is strictly above this (the guide's `sparsity` is the fraction of rows > 0)." }),
+});
+export type NeuronAnalysisOptions = OptionInput<typeof neuronOptions.fields>;
 
 /** The neuron analysis result, with the guide's snake_case keys. All arrays have one entry per unit. */
 export interface NeuronAnalysisResult {
@@ -37,31 +30,9 @@ export interface NeuronAnalysisResult {
   n_units: number;
 }
 
-const NEURON_OPTION_KEYS: Record<string, keyof NeuronAnalysisOptions> = {
-  deadThreshold: 'deadThreshold',
-  dead_threshold: 'deadThreshold',
-  activationThreshold: 'activationThreshold',
-  activation_threshold: 'activationThreshold',
-};
-
-/** Merges camelCase and snake_case keys; unknown keys and bad values throw ConfigError. */
-export function resolveNeuronOptions(options: Record<string, unknown> = {}): Required<NeuronAnalysisOptions> {
-  const out: Required<NeuronAnalysisOptions> = { deadThreshold: 0.01, activationThreshold: 0 };
-  for (const [key, value] of Object.entries(options)) {
-    if (value === undefined) continue;
-    const name = NEURON_OPTION_KEYS[key];
-    if (!name) {
-      throw new ConfigError(`Unknown neuron analysis option \`${key}\`; expected one of dead_threshold, activation_threshold`);
-    }
-    if (typeof value !== 'number' || !Number.isFinite(value)) {
-      throw new ConfigError(`Expected \`${key}\` to be a finite number; got \`${String(value)}\``);
-    }
-    if (name === 'deadThreshold' && (value < 0 || value > 1)) {
-      throw new ConfigError(`Expected \`${key}\` to be a fraction in [0, 1]; got \`${value}\``);
-    }
-    out[name] = value;
-  }
-  return out;
+/** Merges camelCase and snake_case keys over the defaults; unknown keys and bad values throw ConfigError. */
+export function resolveNeuronOptions(options: Record<string, unknown> = {}): OptionValues<typeof neuronOptions.fields> {
+  return neuronOptions.resolve(options);
 }
 
 /**
@@ -188,3 +159,11 @@ function accumulate(
     }
   }
 }
+
+export const neuronAnalysis = defineAnalysis({
+  name: 'neuron',
+  title: 'Neuron statistics',
+  description: 'per-unit mean, max, std, activation frequency and dead units',
+  options: neuronOptions,
+  run: (rows, options) => runNeuronAnalysis(rows, options),
+});

@@ -5,21 +5,20 @@
  * The model is run on the eval inputs, so activations and targets line up trial by trial.
  */
 import { recordActivations, type RecordedActivation } from '../model/interventions.js';
+import { defineOptions, int, num, orLiteral, strings, type OptionInput } from '../options.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
 import { createRng } from '../random.js';
 import { crossValidatedR2 } from './ridge.js';
 import type { AnalysisContext } from './types.js';
+import { defineAnalysis } from './definition.js';
 
-export interface ProbeOptions {
-  /** Cross-validation folds (over trials). @default 5 */
-  folds?: number;
-  /** Ridge strength relative to the mean feature variance, or 'auto' (nested cross-validation over a grid). @default 'auto' */
-  ridge?: number | 'auto';
-  /** Seed of the fold split and the shuffled control. @default 0 */
-  seed?: number;
-  /** Probe only these targets. @default all */
-  targets?: string[];
-}
+export const probeOptions = defineOptions('probe option', {
+  folds: int({ min: 2, default: 5, aliases: ['n_folds'], doc: 'Cross-validation folds (over trials).' }),
+  ridge: orLiteral(num({ min: 0, minExclusive: true, default: 1, doc: '' }), 'auto', { default: 'auto', aliases: ['alpha'], doc: "Ridge strength relative to the mean feature variance, or 'auto' (nested cross-validation over a grid)." }),
+  seed: int({ min: 0, default: 0, doc: 'Seed of the fold split and the shuffled control.' }),
+  targets: strings({ default: null, defaultDoc: 'all', doc: 'Probe only these targets.' }),
+});
+export type ProbeOptions = OptionInput<typeof probeOptions.fields>;
 
 export interface ProbeTargetResult {
   /** Cross-validated R² (variance-weighted over target dimensions). */
@@ -39,26 +38,6 @@ export interface ProbeTargetResult {
 export interface ProbeResult {
   targets: Record<string, ProbeTargetResult>;
   folds: number;
-}
-
-function resolve(options: Record<string, unknown>): Required<Omit<ProbeOptions, 'targets'>> & { targets: string[] | null } {
-  const out = { folds: 5, ridge: 'auto' as number | 'auto', seed: 0, targets: null as string[] | null };
-  for (const [key, value] of Object.entries(options)) {
-    if (key === 'folds' || key === 'n_folds') {
-      if (!Number.isInteger(value) || (value as number) < 2) throw new ConfigError(`Expected \`folds\` to be an integer >= 2; got \`${String(value)}\``);
-      out.folds = value as number;
-    } else if (key === 'ridge' || key === 'alpha') {
-      if (value !== 'auto' && (typeof value !== 'number' || !(value > 0))) throw new ConfigError(`Expected \`ridge\` to be a number > 0 or 'auto'; got \`${String(value)}\``);
-      out.ridge = value;
-    } else if (key === 'seed') {
-      if (!Number.isInteger(value)) throw new ConfigError(`Expected \`seed\` to be an integer; got \`${String(value)}\``);
-      out.seed = value as number;
-    } else if (key === 'targets') {
-      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new ConfigError('Expected `targets` to be an array of target names');
-      out.targets = value as string[];
-    } else throw new ConfigError(`Unknown probe option \`${key}\`; the options are folds, ridge, seed, targets`);
-  }
-  return out;
 }
 
 /** Lines up a layer's activations with a target: both become row matrices with a trial index per row. */
@@ -106,7 +85,7 @@ function shuffleTrials(Y: Float32Array, rows: number, k: number, groups: Int32Ar
 
 /** Runs the probes for one layer (the registry calls this with the analysis context). */
 export async function runProbeAnalysis(options: Record<string, unknown>, ctx: Pick<AnalysisContext, 'layer' | 'model' | 'evalData'>): Promise<ProbeResult> {
-  const o = resolve(options);
+  const o = probeOptions.resolve(options);
   const targets = ctx.evalData?.probeTargets;
   if (!ctx.model || !ctx.evalData) throw new InsufficientDataError('The probe analysis needs the model and eval data');
   if (!targets || Object.keys(targets).length === 0) throw new InsufficientDataError('The probe analysis needs `evalData.probeTargets` (name → array with trials first)');
@@ -124,3 +103,14 @@ export async function runProbeAnalysis(options: Record<string, unknown>, ctx: Pi
   }
   return { targets: out, folds: o.folds };
 }
+
+export const probeAnalysis = defineAnalysis({
+  name: 'probe',
+  title: 'Linear probes',
+  description: 'cross-validated linear-probe R² of known targets (e.g. ground-truth latents) from each layer',
+  options: probeOptions,
+  needs: { model: true, evalData: ['inputs', 'probeTargets'] },
+  usesTf: true,
+  readsRows: false,
+  run: (_rows, options, ctx) => runProbeAnalysis(options, ctx),
+});

@@ -1,80 +1,69 @@
 /** The analyses, registered by name in one place (nothing registers itself on import). */
-import { runCausalAnalysis } from './causal.js';
-import { runCircuitAnalysis } from './circuit.js';
-import { runDynamicsAnalysis } from './dynamics.js';
-import { runFeatureAnalysis } from './feature.js';
-import { runNeuronAnalysis } from './neuron.js';
-import { runProbeAnalysis } from './probe.js';
-import { runSaeAnalysis } from './sae.js';
-import { runSteeringAnalysis } from './steering.js';
-import type { AnalysisDefinition } from './types.js';
+import { ConfigError } from '../errors.js';
+import { closest } from '../suggest.js';
+import { causalAnalysis } from './causal.js';
+import { circuitAnalysis } from './circuit.js';
+import type { AnalysisDefinition } from './definition.js';
+import { dynamicsAnalysis } from './dynamics.js';
+import { featureAnalysis } from './feature.js';
+import { neuronAnalysis } from './neuron.js';
+import { probeAnalysis } from './probe.js';
+import { saeAnalysis } from './sae.js';
+import { steeringAnalysis } from './steering.js';
 
-const builtins: AnalysisDefinition[] = [
-  {
-    name: 'neuron',
-    description: 'per-unit mean, max, std, activation frequency and dead units',
-    run: (rows, options) => runNeuronAnalysis(rows, options),
-  },
-  {
-    name: 'feature',
-    description: 'PCA explained variance, participation ratio and k-means clusters on the top PCs',
-    run: (rows, options) => runFeatureAnalysis(rows, options),
-  },
-  {
-    name: 'sae',
-    description: 'a sparse autoencoder (TopK or ReLU+L1) trained on the layer\'s rows',
-    run: (rows, options, ctx) =>
-      runSaeAnalysis(rows, options, {
-        layer: ctx.layer,
-        ...(ctx.outputDir === undefined ? {} : { outputDir: ctx.outputDir }),
-        onEpoch: (e) => ctx.onProgress?.({ analysis: 'sae', layer: ctx.layer, stage: 'epoch', epoch: e.epoch, epochs: e.epochs }),
-      }),
-  },
-  {
-    name: 'dynamics',
-    description: 'per training step (shard global step): activation frequency and magnitude, dead units, variance in the top PCs',
-    run: (rows, options) => runDynamicsAnalysis(rows, options),
-  },
-  {
-    name: 'probe',
-    description: 'cross-validated linear-probe R² of known targets (e.g. ground-truth latents) from each layer',
-    needsModel: true,
-    needsEvalData: true,
-    run: (_rows, options, ctx) => runProbeAnalysis(options, ctx),
-  },
-  {
-    name: 'causal',
-    description: 'unit and layer ablation effects on the eval loss (or outputs), and activation patching from clean into corrupted inputs',
-    needsModel: true,
-    needsEvalData: true,
-    run: (_rows, options, ctx) => runCausalAnalysis(options, ctx),
-  },
-  {
-    name: 'circuit',
-    description: 'gradient × activation edges from each sampled layer to the next (units or SAE latents), top-K checked by ablation',
-    needsModel: true,
-    run: (_rows, options, ctx) => runCircuitAnalysis(options, ctx),
-  },
-  {
-    name: 'steering',
-    description: 'output changes when adding α × a top SAE latent\'s decoder direction at the layer (enableFeatureSteering)',
-    needsModel: true,
-    needsEvalData: true,
-    run: (_rows, options, ctx) => runSteeringAnalysis(options, ctx),
-  },
-];
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each definition keeps its own option and result types
+type AnyDefinition = AnalysisDefinition<any, object>;
 
-const registry = new Map<string, AnalysisDefinition>(builtins.map((a) => [a.name, a]));
+const builtins: AnyDefinition[] = [neuronAnalysis, featureAnalysis, saeAnalysis, dynamicsAnalysis, probeAnalysis, causalAnalysis, circuitAnalysis, steeringAnalysis];
+const BUILTIN_NAMES = new Set(builtins.map((d) => d.name));
 
-export function getAnalysis(name: string): AnalysisDefinition | undefined {
+const registry = new Map<string, AnyDefinition>(builtins.map((a) => [a.name, a]));
+
+export function getAnalysis(name: string): AnyDefinition | undefined {
   return registry.get(name);
+}
+
+/** The definition, or a ConfigError naming the unknown analysis and the nearest registered one. */
+export function requireAnalysis(name: string, what = 'analysis'): AnyDefinition {
+  const def = registry.get(name);
+  if (def) return def;
+  const near = closest(name, registry.keys());
+  throw new ConfigError(`Unknown ${what} \`${name}\`${near ? `; did you mean \`${near}\`?` : ''} The analyses are ${analysisNames().join(', ')}`);
 }
 
 export function analysisNames(): string[] {
   return [...registry.keys()];
 }
 
-/** Adds (or replaces) an analysis under its name. */
-export function registerAnalysis(def: AnalysisDefinition): void {
+/** Module each custom analysis came from, so a worker thread can load it too; none: it runs in the thread that registered it. */
+const modules = new Map<string, string>();
+
+/** Where a custom analysis was loaded from (null for built-ins and analyses registered in code). */
+export function analysisModule(name: string): string | null {
+  return modules.get(name) ?? null;
+}
+
+/** Whether a worker thread can run the analysis (a built-in, or one from a plugin module). */
+export function runsInWorkers(name: string): boolean {
+  return BUILTIN_NAMES.has(name) || modules.has(name);
+}
+
+/** Adds an analysis under its name (or replaces a custom one); a built-in name cannot be taken. */
+export function registerAnalysis(def: AnyDefinition, options: { module?: string } = {}): void {
+  if (typeof def?.name !== 'string' || !/^[a-z][a-z0-9_-]{0,63}$/i.test(def.name)) {
+    throw new ConfigError(`Expected the analysis \`name\` to be 1-64 letters, digits, _ or - starting with a letter; got \`${String(def?.name)}\``);
+  }
+  if (BUILTIN_NAMES.has(def.name) && registry.get(def.name) !== def) throw new ConfigError(`\`${def.name}\` is a built-in analysis; register yours under another name`);
+  if (typeof def.run !== 'function' || !def.options || typeof def.options.resolve !== 'function') {
+    throw new ConfigError(`Analysis \`${def.name}\` needs \`run\` and \`options\` (a schema from defineOptions; defineOptions('${def.name} option', {}) for none)`);
+  }
   registry.set(def.name, def);
+  if (options.module) modules.set(def.name, options.module);
+  else modules.delete(def.name);
+}
+
+/** Removes a custom analysis (tests, plugins unloading). */
+export function unregisterAnalysis(name: string): boolean {
+  modules.delete(name);
+  return !BUILTIN_NAMES.has(name) && registry.delete(name);
 }

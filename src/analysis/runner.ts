@@ -1,21 +1,23 @@
 /**
  * AnalysisRunner, the core of the guide's EvalMechIntRunner (report/eval-runner.ts adds export).
- * It streams each sampled layer's rows from the shards through every analysis in `analysesToRun`;
- * an analysis that fails, or cannot run without a model or eval data, records `{ error }` and the
- * others still run.
+ * It hands the config's analyses and the sampled layers to the executor, which streams each
+ * layer's rows from the shards; an analysis that fails, or cannot run without a model or eval
+ * data, records `{ error }` for its layers and the others still run.
  */
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend, type BackendName, tf } from '../backend.js';
+import { initBackend, type BackendName, type tf } from '../backend.js';
 import { MechIntConfig, type MechIntConfigInput } from '../config.js';
-import { CheckpointError, MechIntError } from '../errors.js';
+import { CheckpointError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import { appendAnalysisHistory } from '../storage/history.js';
-import type { RowSource } from '../storage/rows.js';
+import { loadModelFrom } from '../model/registry.js';
+import { checkKeys } from '../options.js';
 import { ShardReader, type OpenShardsOptions } from '../storage/shard-reader.js';
-import { getAnalysis } from './registry.js';
-import type { AnalysisContext, AnalysisProgress, AnalysisResults, EvalData } from './types.js';
+import { executeAnalyses, type ExecutedResult, type ExecuteOutcome } from './executor.js';
+import type { AnalysisResults } from './results.js';
+import { readerSource } from './sources.js';
+import type { AnalysisProgress, EvalData } from './types.js';
 
 export interface EvalRunnerOptions {
   /** TensorFlow.js backend. @default 'wasm' (or 'tensorflow' when tfjs-node is loaded) */
@@ -26,9 +28,10 @@ export interface EvalRunnerOptions {
   onProgress?: (p: AnalysisProgress) => void;
   /** How shards are opened (S3 endpoint and path style for `s3://` paths, checksum verification). */
   shards?: OpenShardsOptions;
-  /** Loads a checkpoint for `runMechintEval({ checkpointPath })`. */
+  /** Loads a checkpoint for `runMechintEval({ checkpointPath })`. @default a tfjs model.json directory, with registered custom layers */
   loadCheckpoint?: (path: string) => Promise<tf.LayersModel>;
 }
+const RUNNER_OPTION_KEYS = Object.keys({ backend: 1, blockRows: 1, onProgress: 1, shards: 1, loadCheckpoint: 1 } satisfies Record<keyof EvalRunnerOptions, 1>);
 
 export interface RunMechintEvalArgs {
   /** A checkpoint (model.json directory) loaded into the runner's model before the analyses. */
@@ -37,19 +40,15 @@ export interface RunMechintEvalArgs {
   hiddenShardsPath: string;
   /** Inputs (and targets) for analyses that run the model. */
   evalData?: EvalData | null;
-  /** Layers to analyse; default: the config's sampleLayers, or every layer in the shards when that is null. */
+  /** Layers to analyse; default: the config's sampleLayers when given, else every layer in the shards. */
   layers?: string[];
 }
+const EVAL_ARG_KEYS = Object.keys({ checkpointPath: 1, hiddenShardsPath: 1, evalData: 1, layers: 1 } satisfies Record<keyof RunMechintEvalArgs, 1>);
 
 /** The guide's result structure: `{ config, analyses }`. */
 export interface EvalResults {
   config: Record<string, unknown>;
   analyses: AnalysisResults;
-}
-
-function errorResult(err: unknown): { error: string; code?: string } {
-  if (err instanceof MechIntError) return { error: err.message, code: err.code };
-  return { error: err instanceof Error ? err.message : String(err) };
 }
 
 /** The analyses of a config in run order: `enableFeatureSteering` adds 'steering' right after 'sae' (it steers along SAE latents). */
@@ -67,9 +66,11 @@ export class AnalysisRunner {
   model: tf.LayersModel | null;
   results: EvalResults | null = null;
   /** When and on what the last evaluation ran. */
-  summary: { shards_path: string; layers: string[]; started: string; seconds: number } | null = null;
-  private readonly options: EvalRunnerOptions;
-  private readonly logger: Logger;
+  summary: { shards_path: string; layers: string[]; started: string; seconds: number; missing_shards: string[] } | null = null;
+  /** Every result of the last evaluation with its results key (what exportResults records in the manifest). */
+  executed: ExecutedResult[] = [];
+  protected readonly options: EvalRunnerOptions;
+  protected readonly logger: Logger;
   private workDir: string | null = null;
 
   /**
@@ -78,6 +79,7 @@ export class AnalysisRunner {
    * const results = await runner.runMechintEval({ hiddenShardsPath: './mechint_cache' });
    */
   constructor(model: tf.LayersModel | null, config: MechIntConfigInput = {}, options: EvalRunnerOptions = {}) {
+    checkKeys('EvalMechIntRunner option', options, RUNNER_OPTION_KEYS);
     this.model = model;
     this.config = MechIntConfig.from(config);
     this.options = options;
@@ -95,8 +97,21 @@ export class AnalysisRunner {
     return this.workDir;
   }
 
-  private rowsOf(acts: ShardReader, layer: string): RowSource {
-    return acts.rows(layer, { blockRows: this.options.blockRows ?? 8192 });
+  private async execute(analyses: string[], acts: ShardReader, layers: string[], evalData: EvalData | null, extra: { previous?: AnalysisResults; analysisOptions?: Record<string, unknown>; name?: string } = {}): Promise<ExecuteOutcome> {
+    return executeAnalyses(
+      { analyses, layers, config: this.config, ...(extra.analysisOptions && extra.name ? { options: { [extra.name]: extra.analysisOptions } } : {}) },
+      {
+        source: readerSource(acts, this.options.blockRows ?? 8192),
+        model: this.model,
+        evalData,
+        outputDir: await this.outputDir(),
+        ...(extra.previous ? { previous: extra.previous as Record<string, Record<string, unknown>> } : {}),
+        onProgress: (p) => {
+          if (p.stage === 'error') this.logger.warn(`${p.analysis} on ${p.layer} failed: ${p.message}`);
+          this.options.onProgress?.(p);
+        },
+      },
+    );
   }
 
   /**
@@ -104,40 +119,8 @@ export class AnalysisRunner {
    * Options merge over the config's `analysisOptions[name]`.
    */
   async runAnalysis(name: string, acts: ShardReader, options: { layers?: string[]; evalData?: EvalData | null; previous?: AnalysisResults; analysisOptions?: Record<string, unknown> } = {}): Promise<Record<string, unknown>> {
-    const def = getAnalysis(name);
-    if (!def) return { error: `No analysis named \`${name}\`` };
-    const evalData = options.evalData ?? null;
-    if (def.needsModel && !this.model) return { error: `The ${name} analysis needs the model: pass it to EvalMechIntRunner` };
-    if (def.needsEvalData && !evalData) return { error: `The ${name} analysis needs eval data: pass evalData to runMechintEval` };
-    const layers = options.layers ?? this.layersFor(acts);
-    const out: Record<string, unknown> = {};
-    const analysisOptions = { ...this.config.optionsFor(name), ...options.analysisOptions };
-    for (const layer of layers) {
-      const progress = (p: AnalysisProgress) => this.options.onProgress?.(p);
-      progress({ analysis: name, layer, stage: 'start' });
-      try {
-        const rows = this.rowsOf(acts, layer);
-        acts.layer(layer); // a layer missing from the shards is an error of this layer only
-        const ctx: AnalysisContext = {
-          layer,
-          config: this.config,
-          outputDir: await this.outputDir(),
-          model: this.model,
-          evalData,
-          previous: options.previous ?? this.results?.analyses ?? {},
-          layers,
-          rowsOf: (l) => this.rowsOf(acts, l),
-          onProgress: progress,
-        };
-        out[layer] = await def.run(rows, analysisOptions, ctx);
-        progress({ analysis: name, layer, stage: 'done' });
-      } catch (err) {
-        out[layer] = errorResult(err);
-        progress({ analysis: name, layer, stage: 'error', message: (err as Error).message });
-        this.logger.warn(`${name} on ${layer} failed: ${(err as Error).message}`);
-      }
-    }
-    return out;
+    const out = await this.execute([name], acts, options.layers ?? this.layersFor(acts), options.evalData ?? null, { ...options, name });
+    return out.analyses[name] ?? {};
   }
 
   /** The guide's `_run_neuron_analysis`. */
@@ -153,16 +136,14 @@ export class AnalysisRunner {
     return this.runAnalysis('sae', acts, { analysisOptions: options });
   }
 
-  /** The configured layers that the shards hold, or all their layers when sampleLayers is null. */
+  /** The config's sampleLayers when the user named them, else every layer in the shards (as the original does). */
   private layersFor(acts: ShardReader): string[] {
-    return this.config.sampleLayers ?? acts.layers().map((l) => l.name);
+    return this.config.isDefault('sampleLayers') || this.config.sampleLayers === null ? acts.layers().map((l) => l.name) : this.config.sampleLayers;
   }
 
   /** Loads a checkpoint into the runner's model (or makes it the model when there is none). */
   private async applyCheckpoint(path: string): Promise<void> {
-    const load = this.options.loadCheckpoint;
-    if (!load) throw new CheckpointError(`Cannot load checkpoint ${path}: no checkpoint loader was given to EvalMechIntRunner`);
-    const loaded = await load(path);
+    const loaded = await (this.options.loadCheckpoint ?? loadModelFrom)(path);
     if (!this.model) {
       this.model = loaded;
       return;
@@ -178,23 +159,19 @@ export class AnalysisRunner {
 
   /** Runs every analysis of the config on the shards; returns (and keeps) `{ config, analyses }`. */
   async runMechintEval(args: RunMechintEvalArgs): Promise<EvalResults> {
+    checkKeys('runMechintEval argument', args, EVAL_ARG_KEYS);
     await initBackend(this.options.backend);
     const started = new Date();
     if (args.checkpointPath) await this.applyCheckpoint(args.checkpointPath);
     const acts = await this.loadActivations(args.hiddenShardsPath);
     const layers = args.layers ?? this.layersFor(acts);
-    const analyses: AnalysisResults = {};
-    this.results = { config: this.config.toJSON(), analyses };
     const names = analysesFor(this.config);
-    for (const name of names) {
-      this.logger.info(`Running ${name} analysis on ${layers.join(', ')}`);
-      analyses[name] = await this.runAnalysis(name, acts, { layers, evalData: args.evalData ?? null, previous: analyses });
-    }
-    this.summary = { shards_path: acts.path, layers, started: started.toISOString(), seconds: (Date.now() - started.getTime()) / 1000 };
-    const isDir = await stat(acts.path).then((s) => s.isDirectory(), () => false);
-    if (isDir) {
-      await appendAnalysisHistory(acts.path, { timestamp: started.toISOString(), analyses: names, layers }).catch(() => false);
-    }
+    this.logger.info(`Running ${names.join(', ')} on ${layers.join(', ')}`);
+    const out = await this.execute(names, acts, layers, args.evalData ?? null);
+    this.executed = out.results;
+    this.results = { config: this.config.toJSON(), analyses: out.analyses };
+    this.summary = { shards_path: acts.path, layers, started: started.toISOString(), seconds: (Date.now() - started.getTime()) / 1000, missing_shards: [...acts.missingShards] };
+    if (acts.missingShards.length > 0) this.logger.warn(`${acts.missingShards.length} listed shard(s) are missing and were not read (allowMissing): ${acts.missingShards.join(', ')}`);
     return this.results;
   }
 

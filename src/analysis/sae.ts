@@ -11,11 +11,12 @@ import { FormatError } from '../errors.js';
 import { createRng } from '../random.js';
 import type { RowSource } from '../storage/rows.js';
 import { createParams, disposeParams, readParams, type SaeArchitectureName, type SaeHyper } from './sae-common.js';
-import { resolveSaeOptions, type ResolvedSaeOptions, type SaeOptions } from './sae-options.js';
+import { resolveSaeOptions, saeOptions, type ResolvedSaeOptions, type SaeOptions } from './sae-options.js';
 import { getSaeArchitecture } from './sae-registry.js';
 import { shuffledBatches } from './sae-shuffle.js';
 import { LatentTracker, type TopLatent } from './sae-top-rows.js';
 import { saeWeightsPath, saveSae, toRawSpace, type SaeWeights } from './sae-weights.js';
+import { defineAnalysis } from './definition.js';
 
 export interface SaeEpochInfo {
   epoch: number;
@@ -243,3 +244,17 @@ async function finalPass(
     top_latents: tracker.top(o.nTopLatents),
   };
 }
+
+export const saeAnalysis = defineAnalysis({
+  name: 'sae',
+  title: 'Sparse autoencoders',
+  description: "a sparse autoencoder (TopK or ReLU+L1) trained on the layer's rows",
+  options: saeOptions,
+  usesTf: true,
+  run: (rows, options, ctx) =>
+    runSaeAnalysis(rows, options, {
+      layer: ctx.layer,
+      ...(ctx.outputDir === undefined ? {} : { outputDir: ctx.outputDir }),
+      onEpoch: (e) => ctx.onProgress?.({ analysis: 'sae', layer: ctx.layer, stage: 'epoch', epoch: e.epoch, epochs: e.epochs }),
+    }),
+});

@@ -7,10 +7,12 @@
 import { tf } from '../backend.js';
 import { addDirectionPerVariant, predictAll, recordActivations } from '../model/interventions.js';
 import { ConfigError, InsufficientDataError } from '../errors.js';
+import { defineOptions, int, numbers, oneOf, type OptionInput, type OptionValues } from '../options.js';
 import { disposeInputs, firstSamples, headNames, intOption, round, sumOverVariants, type ModelInputs } from '../model/model-runs.js';
 import { encodeSae } from './sae-weights.js';
 import { previousSae } from './sae-lookup.js';
 import type { AnalysisContext } from './types.js';
+import { defineAnalysis } from './definition.js';
 
 export interface SteerOptions {
   /** Eval samples used (the first ones). @default 256 */
@@ -110,41 +112,17 @@ export async function steer(model: tf.LayersModel, layer: string, direction: Arr
   }
 }
 
-export interface SteeringOptions {
-  /** SAE latents steered per layer (from the sae analysis' top latents, else the most frequent). @default 4 */
-  nLatents?: number;
-  /** α values, in units of each latent's mean activation when active (`alpha_units: 'latent'`) or absolute. @default [-2, -1, -0.5, 0, 0.5, 1, 2] */
-  alphas?: number[];
-  /** 'latent': α × the latent's mean active value × its decoder row; 'absolute': α × the decoder row. @default 'latent' */
-  alphaUnits?: 'latent' | 'absolute';
-  /** Eval samples used. @default 256 */
-  maxSamples?: number;
-  /** @default 4096 */
-  rowsPerPass?: number;
-}
+export const steeringOptions = defineOptions('steering option', {
+  nLatents: int({ min: 1, default: 4, doc: "SAE latents steered per layer (from the sae analysis' top latents, else the most frequent)." }),
+  alphas: numbers({ minLength: 1, default: [-2, -1, -0.5, 0, 0.5, 1, 2], doc: "α values, in units of each latent's mean activation when active (`alpha_units: 'latent'`) or absolute." }),
+  alphaUnits: oneOf(['latent', 'absolute'] as const, { default: 'latent', doc: "'latent': α × the latent's mean active value × its decoder row; 'absolute': α × the decoder row." }),
+  maxSamples: int({ min: 1, default: 256, doc: 'Eval samples used.' }),
+  rowsPerPass: int({ min: 1, default: 4096, doc: 'Samples × α values per forward pass (memory bound).' }),
+});
+export type SteeringOptions = OptionInput<typeof steeringOptions.fields>;
 
-type Resolved = Required<SteeringOptions>;
-const KEYS: Record<string, keyof SteeringOptions> = {
-  nLatents: 'nLatents', n_latents: 'nLatents', alphas: 'alphas', alphaUnits: 'alphaUnits', alpha_units: 'alphaUnits',
-  maxSamples: 'maxSamples', max_samples: 'maxSamples', rowsPerPass: 'rowsPerPass', rows_per_pass: 'rowsPerPass',
-};
-
-export function resolveSteeringOptions(options: Record<string, unknown>): Resolved {
-  const o: Resolved = { nLatents: 4, alphas: [-2, -1, -0.5, 0, 0.5, 1, 2], alphaUnits: 'latent', maxSamples: 256, rowsPerPass: 4096 };
-  for (const [raw, value] of Object.entries(options)) {
-    const key = KEYS[raw];
-    if (!key) throw new ConfigError(`Unknown steering option \`${raw}\`; the options are n_latents, alphas, alpha_units, max_samples, rows_per_pass`);
-    if (key === 'alphas') {
-      if (!Array.isArray(value) || value.length === 0 || !value.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-        throw new ConfigError(`Expected \`alphas\` to be a non-empty array of finite numbers; got \`${JSON.stringify(value)}\``);
-      }
-      o.alphas = value as number[];
-    } else if (key === 'alphaUnits') {
-      if (value !== 'latent' && value !== 'absolute') throw new ConfigError(`Expected \`alpha_units\` to be one of latent, absolute; got \`${String(value)}\``);
-      o.alphaUnits = value;
-    } else o[key] = intOption(raw, value, 1);
-  }
-  return o;
+export function resolveSteeringOptions(options: Record<string, unknown>): OptionValues<typeof steeringOptions.fields> {
+  return steeringOptions.resolve(options);
 }
 
 export interface SteeredLatent extends SteeringCurve {
@@ -204,3 +182,14 @@ export async function runSteeringAnalysis(options: Record<string, unknown>, ctx:
     disposeInputs(inputs);
   }
 }
+
+export const steeringAnalysis = defineAnalysis({
+  name: 'steering',
+  title: 'Feature steering',
+  description: "output changes when adding α × a top SAE latent's decoder direction at the layer (enableFeatureSteering)",
+  options: steeringOptions,
+  needs: { model: true, evalData: ['inputs'], analyses: ['sae'] },
+  usesTf: true,
+  readsRows: false,
+  run: (_rows, options, ctx) => runSteeringAnalysis(options, ctx),
+});

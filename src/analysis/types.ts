@@ -1,4 +1,4 @@
-/** What an analysis is given besides the rows of one layer, and how it is registered. */
+/** What an analysis is given besides the rows of one layer. */
 import type { tf } from '../backend.js';
 import type { MechIntConfig } from '../config.js';
 import type { RowSource } from '../storage/rows.js';
@@ -31,7 +31,11 @@ export interface AnalysisContext {
   outputDir?: string;
   model: tf.LayersModel | null;
   evalData: EvalData | null;
-  /** Results of analyses that already ran in this evaluation, by analysis then layer. */
+  /**
+   * Results this analysis may read, by analysis then layer: those of this run, and the stored or
+   * computed results of what it needs. File paths in them (an SAE's `weights_file`) are absolute,
+   * or relative to `outputDir`.
+   */
   previous: Record<string, Record<string, unknown>>;
   /** All sampled layers in this evaluation, in order. */
   layers: string[];
@@ -39,15 +43,3 @@ export interface AnalysisContext {
   rowsOf: (layer: string) => RowSource;
   onProgress?: (p: AnalysisProgress) => void;
 }
-
-export interface AnalysisDefinition {
-  name: string;
-  /** One line for the report and --help. */
-  description: string;
-  needsModel?: boolean;
-  needsEvalData?: boolean;
-  run(rows: RowSource, options: Record<string, unknown>, ctx: AnalysisContext): Promise<object>;
-}
-
-/** Analysis results: analysis name → layer → result (or `{ error }`), or `{ error }` for the whole analysis. */
-export type AnalysisResults = Record<string, Record<string, unknown>>;

@@ -2,12 +2,23 @@
  * MechIntHooks: the orchestrator of the guide. It builds the sampler from a MechIntConfig,
  * registers hooks, saves a shard every `saveHiddenEveryNSteps` global steps, and at the end of
  * training saves what is left, marks the manifest complete and removes the hooks.
+ *
+ * Backpressure: a save step that comes while the previous shard is still being written waits for
+ * that write before taking its snapshot (training pauses only then). So at most one snapshot
+ * waits for the disk (memory stays within two shards' worth per layer), shards keep one per save
+ * step, and a kill -9 loses at most the shard being written and the samples captured since.
+ *
+ * Storage failures (disk full, read-only) stop capture at once: `failure` holds the StorageError,
+ * the manifest records it (status 'failed'), and the fit callback throws it at the next step.
  */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { tf } from '../backend.js';
 import { MechIntConfig, type MechIntConfigInput } from '../config.js';
-import { createLogger, type Logger } from '../logger.js';
+import { CaptureError, MechIntError } from '../errors.js';
+import type { Logger } from '../logger.js';
 import { remoteFromConfig } from '../storage/remote-config.js';
-import { ActivationSampler } from './sampler.js';
+import { ActivationSampler, captureLogger } from './sampler.js';
 
 export interface TrainingStepInfo {
   globalStep: number;
@@ -15,6 +26,10 @@ export interface TrainingStepInfo {
   batchIdx?: number;
   /** Anything else a loop wants to pass (outputs, batch, trainer): accepted and ignored, as in the guide. */
   [key: string]: unknown;
+}
+
+function asMechIntError(err: unknown): MechIntError {
+  return err instanceof MechIntError ? err : new CaptureError(`Saving activations failed: ${(err as Error)?.message ?? String(err)}`);
 }
 
 export class MechIntHooks {
@@ -26,10 +41,17 @@ export class MechIntHooks {
   private lastStep: number | null = null;
   private lastEpoch: number | null = null;
   private saves = new Set<Promise<unknown>>();
+  private failed: MechIntError | null = null;
+  private aborting: Promise<void> | null = null;
 
   constructor(config: MechIntConfigInput = {}) {
     this.config = MechIntConfig.from(config);
-    this.logger = createLogger(this.config.verbose);
+    this.logger = captureLogger(this.config.verbose);
+  }
+
+  /** The error that stopped capture (a storage failure), or null. */
+  get failure(): MechIntError | null {
+    return this.failed;
   }
 
   /** Makes the sampler a subclass may replace (the guide's "Custom Activation Processing"). */
@@ -42,10 +64,15 @@ export class MechIntHooks {
       perRankShards: this.config.perRankShards,
       verbose: this.config.verbose,
       config: this.config.toJSON(),
+      missingLayers: this.config.missingLayers,
+      shardFormat: this.config.shardFormat,
     });
   }
 
-  /** Hooks the configured layers of `model` (auto-detected when sampleLayers is null). Returns the paths. */
+  /**
+   * Hooks the configured layers of `model` (auto-detected when sampleLayers is null). Returns the
+   * paths. A configured layer the model lacks throws LayerNotFoundError unless missingLayers is 'warn'.
+   */
   registerHooks(model: tf.LayersModel | tf.layers.Layer, _trainer?: unknown): string[] {
     if (!this.sampler) {
       this.sampler = this.createSampler();
@@ -57,6 +84,27 @@ export class MechIntHooks {
   }
 
   /**
+   * registerHooks, then opens the storage path (its writer lock, manifest and a check that it can
+   * be written), so a locked, read-only or corrupted storage path fails before training starts.
+   * On failure no hook stays registered.
+   */
+  async onTrainBegin(model: tf.LayersModel | tf.layers.Layer): Promise<string[]> {
+    if (this.aborting) await this.aborting;
+    this.failed = null;
+    const paths = this.registerHooks(model);
+    const sampler = this.sampler!;
+    if (sampler.writes) {
+      try {
+        await sampler.writer.open();
+      } catch (err) {
+        sampler.clearHooks();
+        throw err;
+      }
+    }
+    return paths;
+  }
+
+  /**
    * Call once per training step. Saves a shard when `globalStep` is a multiple of
    * saveHiddenEveryNSteps; resolves to its path (null otherwise).
    */
@@ -64,19 +112,24 @@ export class MechIntHooks {
     const { globalStep } = info;
     this.lastStep = globalStep;
     if (info.epoch !== undefined) this.lastEpoch = info.epoch;
+    if (this.failed) throw this.failed;
     if (!this.sampler || globalStep % this.config.saveHiddenEveryNSteps !== 0) return null;
     return this.save(globalStep, info.epoch, info.batchIdx);
   }
 
   /**
-   * onTrainingStep for callers that do not wait: records the step and, on a save step, starts
-   * the save in the background (a failure is logged now and thrown by onTrainEnd).
+   * onTrainingStep for callers that do not wait for the write: records the step and, on a save
+   * step, starts the save in the background. Resolves once the save has started: when the
+   * previous save is still writing, only after it finished (backpressure). Never rejects; a
+   * failure is kept in `failure` (and thrown by onTrainEnd).
    */
-  stepDone(globalStep: number, epoch?: number, batchIdx?: number): void {
+  async stepDone(globalStep: number, epoch?: number, batchIdx?: number): Promise<void> {
     this.lastStep = globalStep;
     if (epoch !== undefined) this.lastEpoch = epoch;
-    if (!this.sampler || globalStep % this.config.saveHiddenEveryNSteps !== 0) return;
-    this.save(globalStep, epoch, batchIdx).catch((err: Error) => this.logger.warn(`Saving activations at step ${globalStep} failed: ${err.message}`));
+    if (this.failed || !this.sampler || globalStep % this.config.saveHiddenEveryNSteps !== 0) return;
+    if (this.saves.size > 0) await Promise.allSettled([...this.saves]);
+    if (this.failed) return;
+    this.save(globalStep, epoch, batchIdx).catch(() => {});
   }
 
   /** Starts a save; the returned promise is also tracked so onTrainEnd can wait for it. */
@@ -86,10 +139,20 @@ export class MechIntHooks {
     const metadata: Record<string, unknown> = {};
     if (epoch !== undefined) metadata.epoch = epoch;
     if (batchIdx !== undefined) metadata.batch_idx = batchIdx;
-    const p = sampler.saveActivations(globalStep, metadata).then((path) => {
-      if (path) this.savedShards.push(path);
-      return path;
-    });
+    const p = sampler.saveActivations(globalStep, metadata).then(
+      (path) => {
+        if (path) this.savedShards.push(path);
+        return path;
+      },
+      (err: unknown) => {
+        const e = asMechIntError(err);
+        if (!this.failed) {
+          this.failed = e;
+          this.logger.warn(`Capture stopped at step ${globalStep}: ${e.message} (${e.code})`);
+        }
+        throw e;
+      },
+    );
     this.saves.add(p);
     void p.finally(() => this.saves.delete(p)).catch(() => {});
     return p;
@@ -110,23 +173,61 @@ export class MechIntHooks {
     this.logger.info(`Epoch ${epoch ?? this.lastEpoch ?? '?'} end: ${s.total_shards} shard(s) saved, ${s.total_samples_saved} samples saved, ${s.current_cache_samples} in cache`);
   }
 
-  /** Saves what is still cached, waits for every write, marks the manifest complete, removes the hooks. */
+  /**
+   * Saves what is still cached, waits for every write, marks the manifest complete (it is written
+   * even when no shard was), removes the hooks. After a storage failure: removes the hooks, leaves
+   * the manifest saying 'failed', and throws the failure.
+   */
   async onTrainEnd(_trainer?: unknown, _model?: unknown): Promise<void> {
     const sampler = this.sampler;
     if (!sampler) return;
     try {
-      await Promise.all([...this.saves]);
-      if (sampler.writes && sampler.getStatistics().current_cache_samples > 0) {
+      await Promise.allSettled([...this.saves]);
+      if (!this.failed && sampler.writes && sampler.getStatistics().current_cache_samples > 0) {
         const lastSaved = sampler.writer.records.at(-1)?.global_step ?? 0;
-        await this.save(this.lastStep ?? lastSaved, this.lastEpoch ?? undefined);
+        await this.save(this.lastStep ?? lastSaved, this.lastEpoch ?? undefined).catch(() => {});
       }
-      if (sampler.writes && sampler.writer.records.length > 0) await sampler.writer.finish();
-      if (sampler.writes) await this.waitForUploads(sampler);
+      if (sampler.writes && !this.failed) {
+        await sampler.writer.finish();
+        await this.waitForUploads(sampler);
+      }
+    } catch (err) {
+      this.failed ??= asMechIntError(err);
     } finally {
       sampler.clearHooks();
+      if (sampler.writes) await sampler.writer.close().catch(() => {});
     }
+    if (this.failed) throw this.failed;
     const s = sampler.getStatistics();
-    if (sampler.writes) this.logger.info(`Training done: ${s.total_shards} shard(s), ${s.total_samples_saved} samples, manifest at ${sampler.writer.dir}/${sampler.writer.manifestFile}`);
+    if (!sampler.writes) return;
+    const manifest = join(sampler.writer.dir, sampler.writer.manifestFile);
+    const exists = await stat(manifest).then((st) => st.isFile(), () => false);
+    this.logger.info(`Training done: ${s.total_shards} shard(s), ${s.total_samples_saved} samples${exists ? `, manifest at ${manifest}` : ''}`);
+  }
+
+  /**
+   * The run stopped without onTrainEnd (model.fit threw): removes the hooks now, so a later fit is
+   * not captured twice, then records status 'failed' in the manifest and releases the storage path.
+   */
+  abortRun(reason: string): Promise<void> {
+    const sampler = this.sampler;
+    if (!sampler) return Promise.resolve();
+    sampler.clearHooks();
+    sampler.clearCache();
+    const failure = this.failed;
+    const wasOpen = sampler.writes && sampler.writer.isOpen;
+    this.aborting = (async () => {
+      if (sampler.writes) {
+        if (failure) await sampler.writer.close().catch(() => {});
+        else await sampler.writer.abort({ message: reason }).catch(() => {});
+      }
+      await Promise.allSettled([...this.saves]);
+    })().finally(() => {
+      this.aborting = null;
+    });
+    // Nothing to say when capture never started (onTrainBegin threw, and fit rejects with that error).
+    if (!failure && wasOpen) this.logger.warn(`${reason}; capture stopped and its hooks were removed; ${sampler.writer.manifestFile} says status 'failed'`);
+    return this.aborting;
   }
 
   /** Waits up to s3UploadTimeoutMs for background uploads, then stops them and says what remains. */

@@ -4,14 +4,16 @@
  * Works in `model.fit`, `predict`, `apply` and custom loops, and for layers in nested models.
  */
 import { tf } from '../backend.js';
-import { CaptureError } from '../errors.js';
+import { CaptureError, LayerNotFoundError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import { ShardWriter, type LayerBlock } from '../storage/shard-writer.js';
+import { encodeUserMetadata } from '../storage/metadata.js';
+import { ShardWriter, type LayerBlock, type ShardFileFormat } from '../storage/shard-writer.js';
 import type { ShardRecord } from '../storage/manifest.js';
 import { hookLayerCall, pickActivation } from '../model/layer-hook.js';
 import { autoDetectLayers, namedLayers, similarPaths } from '../model/layer-paths.js';
 import { createRng } from '../random.js';
 import { Reservoir } from './reservoir.js';
+import { checkKeys } from '../options.js';
 
 type Layer = tf.layers.Layer;
 
@@ -32,10 +34,27 @@ export interface ActivationSamplerOptions {
   seed?: number;
   /** Config recorded in the manifest. */
   config?: Record<string, unknown>;
+  /**
+   * A requested layer the model does not have: 'error' throws a LayerNotFoundError (with
+   * did-you-mean suggestions) before any hook is registered; 'warn' skips it with a warning.
+   * @default 'error'
+   */
+  missingLayers?: 'error' | 'warn';
+  /** Shard file format. @default 'safetensors' */
+  shardFormat?: ShardFileFormat;
   /** The guide's snake_case spellings. */
   save_dir?: string;
   max_samples_per_shard?: number;
   per_rank_shards?: boolean;
+  missing_layers?: 'error' | 'warn';
+  shard_format?: ShardFileFormat;
+}
+
+const SAMPLER_OPTION_KEYS = Object.keys({ layers: 1, saveDir: 1, maxSamplesPerShard: 1, rank: 1, perRankShards: 1, verbose: 1, seed: 1, config: 1, missingLayers: 1, shardFormat: 1, save_dir: 1, max_samples_per_shard: 1, per_rank_shards: 1, missing_layers: 1, shard_format: 1 } satisfies Record<keyof ActivationSamplerOptions, 1>);
+
+/** Info lines only when verbose; warnings always (they say something is wrong). */
+export function captureLogger(verbose: boolean): Logger {
+  return { info: createLogger(verbose).info, warn: createLogger(true).warn };
 }
 
 export interface SamplerStatistics {
@@ -119,8 +138,12 @@ export class ActivationSampler {
   private totalSaved = 0;
   private shardCount = 0;
   private captureError: Error | null = null;
+  private readonly missingLayers: 'error' | 'warn';
+  /** The shard write in progress: the next save waits for it, so at most one snapshot is pending. */
+  private inFlight: Promise<unknown> | null = null;
 
   constructor(options: ActivationSamplerOptions = {}) {
+    checkKeys('ActivationSampler option', options, SAMPLER_OPTION_KEYS);
     this.requested = options.layers ?? null;
     this.saveDir = options.saveDir ?? options.save_dir ?? './activations';
     this.maxSamplesPerShard = options.maxSamplesPerShard ?? options.max_samples_per_shard ?? 10000;
@@ -130,9 +153,12 @@ export class ActivationSampler {
     this.rank = options.rank ?? (Number(process.env.RANK ?? 0) || 0);
     const perRank = options.perRankShards ?? options.per_rank_shards ?? false;
     this.writes = this.rank === 0 || perRank;
-    this.logger = createLogger(options.verbose ?? true);
+    this.logger = captureLogger(options.verbose ?? true);
     this.random = createRng(options.seed ?? 0).uniform;
-    this.writer = new ShardWriter({ dir: this.saveDir, rank: this.rank, perRankShards: perRank, config: options.config ?? {}, logger: this.logger });
+    this.missingLayers = options.missingLayers ?? options.missing_layers ?? 'error';
+    if (this.missingLayers !== 'error' && this.missingLayers !== 'warn') throw new CaptureError(`Expected \`missing_layers\` to be one of error, warn; got \`${String(this.missingLayers)}\``);
+    const format = options.shardFormat ?? options.shard_format ?? 'safetensors';
+    this.writer = new ShardWriter({ dir: this.saveDir, rank: this.rank, perRankShards: perRank, config: options.config ?? {}, logger: this.logger, format });
   }
 
   /** The layer paths being captured. */
@@ -142,7 +168,8 @@ export class ActivationSampler {
 
   /**
    * Hooks the requested layers of `model` (auto-detected when none were given). Returns the
-   * registered paths; a path the model does not have is skipped with a warning naming similar ones.
+   * registered paths. A path the model does not have throws a LayerNotFoundError naming similar
+   * ones (nothing is hooked then), or with missingLayers 'warn' is skipped with a warning.
    */
   registerHooks(model: tf.LayersModel | Layer): string[] {
     if (!this.writes) {
@@ -157,12 +184,23 @@ export class ActivationSampler {
       wanted = detected.paths;
     }
     const byPath = new Map(all.map((n) => [n.path, n.layer]));
+    const absent = wanted.filter((p) => !byPath.has(p));
+    if (absent.length > 0 && this.missingLayers === 'error') {
+      const paths = [...byPath.keys()];
+      const parts = absent.map((p) => {
+        const similar = similarPaths(p, paths);
+        return `\`${p}\`${similar.length ? ` (did you mean ${similar.join(', ')}?)` : ''}`;
+      });
+      throw new LayerNotFoundError(
+        `sample_layers names ${absent.length === 1 ? 'a layer' : 'layers'} the model does not have: ${parts.join('; ')}. The model's layer paths: ${paths.slice(0, 20).join(', ')}${paths.length > 20 ? ', …' : ''} (listLayerPaths(model) prints them all). Set missing_layers: 'warn' to skip missing layers instead.`,
+      );
+    }
     const registered: string[] = [];
     for (const path of wanted) {
       const layer = byPath.get(path);
       if (!layer) {
         const similar = similarPaths(path, [...byPath.keys()]);
-        this.logger.warn(`Layer \`${path}\` not found in the model; skipped${similar.length ? ` (similar: ${similar.join(', ')})` : ''}. Print listLayerPaths(model) to see every path.`);
+        this.logger.warn(`Layer \`${path}\` not found in the model; skipped${similar.length ? ` (did you mean ${similar.join(', ')}?)` : ''}. Print listLayerPaths(model) to see every path.`);
         continue;
       }
       if (!this.hooks.has(path)) this.hook(path, layer);
@@ -319,6 +357,12 @@ export class ActivationSampler {
   protected async saveShard(globalStep: number, metadata: Record<string, unknown>): Promise<ShardRecord | null> {
     if (!this.writes) return null;
     if (!Number.isInteger(globalStep) || globalStep < 0) throw new CaptureError(`Expected \`global_step\` to be an integer >= 0; got \`${globalStep}\``);
+    const { epoch, batch_idx: batchIdx, ...rest } = metadata;
+    // Metadata the shard cannot hold faithfully (a tensor, ...) is refused before the cache is touched.
+    encodeUserMetadata(rest, { global_step: String(globalStep) });
+    // Backpressure: while the previous shard is still being written this save waits (capture goes
+    // on meanwhile into this interval), so at most one snapshot waits for the disk.
+    while (this.inFlight) await this.inFlight.catch(() => {});
     // With nothing in flight the snapshot is taken synchronously, so a save started in the
     // background holds exactly the steps before it.
     if (this.pending.size > 0 || this.captureError) await this.flush();
@@ -344,7 +388,6 @@ export class ActivationSampler {
     const buffers = Object.entries(this.caches).map(([layer, c]) => [layer, c.data] as const);
     this.clearCache();
     if (Object.keys(layers).length === 0) return null;
-    const { epoch, batch_idx: batchIdx, ...rest } = metadata;
     const written = this.writer.write({
       layers,
       globalStep,
@@ -354,13 +397,20 @@ export class ActivationSampler {
     });
     // Once written, the buffers serve a later interval: a steady run then allocates nothing, and
     // the garbage collector is not pushed into full collections by megabytes of dropped buffers.
+    this.inFlight = written;
     const record = await written.finally(() => {
+      if (this.inFlight === written) this.inFlight = null;
       for (const [layer, data] of buffers) if (data.length > (this.spare[layer]?.length ?? 0)) this.spare[layer] = data;
     });
     this.shardCount++;
     for (const n of Object.values(record.rows)) this.totalSaved += n;
     this.logger.info(`Saved ${record.file} (${Object.entries(record.rows).map(([l, n]) => `${l}: ${n}`).join(', ')})`);
     return record;
+  }
+
+  /** True while a shard write started by saveActivations is in progress. */
+  get saving(): boolean {
+    return this.inFlight !== null;
   }
 
   getStatistics(): SamplerStatistics {

@@ -1,9 +1,11 @@
 /** The `mechint` command line. */
 import { Command, CommanderError } from 'commander';
 import { MechIntError } from '../errors.js';
+import { VERSION } from '../version.js';
 import { registerAnalyzeCommand } from './analyze.js';
 import { registerDemoCommand } from './demo.js';
 import { registerInspectCommand } from './inspect.js';
+import { configureProgress } from './progress.js';
 import { registerServeCommand } from './serve.js';
 import { registerSyncCommand } from './sync.js';
 
@@ -12,6 +14,7 @@ function buildProgram(): Command {
   program
     .name('mechint')
     .description('Mechanistic interpretability for TensorFlow.js: capture activations during training, analyse them, serve the analyses.')
+    .version(VERSION, '-V, --version', 'print the version of mechint')
     .showHelpAfterError()
     .exitOverride();
 
@@ -26,6 +29,8 @@ function buildProgram(): Command {
 /** Runs the CLI; resolves to the exit code. Errors of ours print as one line, never a stack trace. */
 export async function main(argv: string[] = process.argv): Promise<number> {
   const program = buildProgram();
+  // --json output is for programs: no progress lines beside it.
+  if (argv.includes('--json')) configureProgress('off');
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -21,15 +21,15 @@ interface Rendered {
   html: string;
 }
 
-/** The views, in page order: which analysis fills each. */
-const PANELS: { analysis: string; title: string; wide?: boolean }[] = [
-  { analysis: 'neuron', title: 'Neuron statistics' },
-  { analysis: 'feature', title: 'PCA and clusters' },
-  { analysis: 'dynamics', title: 'Across training steps', wide: true },
-  { analysis: 'sae', title: 'SAE latents', wide: true },
-  { analysis: 'causal', title: 'Causal: ablation and patching' },
-  { analysis: 'circuit', title: 'Circuit' },
-];
+interface AnalysisInfo {
+  name: string;
+  title: string;
+  runnable: boolean;
+  wide: boolean;
+}
+
+/** The views, in page order: every analysis the server can run (from GET /interpret/analyses). */
+let PANELS: { analysis: string; title: string; wide?: boolean }[] = [];
 
 const KEY_STORAGE = 'mechint.apiKey';
 const authRequired = document.body.dataset.auth === 'required';
@@ -211,6 +211,8 @@ async function start(): Promise<void> {
     }
   }
   try {
+    const known = await api<{ analyses: AnalysisInfo[] }>('/interpret/analyses');
+    PANELS = known.analyses.filter((a) => a.runnable).map((a) => ({ analysis: a.name, title: a.title, wide: a.wide }));
     const listing = await api<{ layers: LayerInfo[]; total_shards: number }>('/interpret/layers');
     layers = listing.layers;
     const steps = [...new Set(layers.flatMap((l) => l.steps))].sort((a, b) => a - b);

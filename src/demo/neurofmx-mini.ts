@@ -690,3 +690,12 @@ export async function loadNeuroFMXMini(source: string | tf.io.IOHandler): Promis
   const handler = typeof source === 'string' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(source) ? fileSystem(source) : source;
   return tf.loadLayersModel(handler);
 }
+
+/** The model registry's entry point (registerLayerModule): makes NeuroFMX-mini's layers loadable, also in worker threads. */
+export const registerLayers = registerNeuroFMXMiniLayers;
+
+/** The model registry's hook for a loaded model: a NeuroFMX-mini gets its training losses back (tfjs cannot serialise them). */
+export function prepareModel(model: tf.LayersModel): void {
+  const names = new Set(model.layers.map((l) => l.name));
+  if (NEUROFMX_MINI_LAYER_PATHS.every((p) => names.has(p.split('.')[0]!)) && !(model.lossFunctions?.length > 0)) compileNeuroFMXMini(model);
+}

@@ -123,7 +123,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   const trainSeconds = (performance.now() - t0) / 1000;
 
   const t1 = performance.now();
+  // With storageBackend 's3' the local copies are gone once uploaded: analyse the bucket.
+  const s3Only = config.storageBackend === 's3' && config.s3Bucket !== null;
+  const shardsPath = s3Only ? `s3://${config.s3Bucket}/${config.s3Prefix}` : cacheDir;
   const runner = new EvalMechIntRunner(model, config, {
+    ...(s3Only ? { shards: { s3: { endpoint: config.s3Endpoint, forcePathStyle: config.s3ForcePathStyle } } } : {}),
     loadCheckpoint: (path) => loadNeuroFMXMini(path),
     onProgress: (event) => progress({ stage: 'analysis', event }),
   });
@@ -138,7 +142,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     };
     const results = await runner.runMechintEval({
       checkpointPath: checkpoint.bestEpoch === null ? undefined : join(checkpointsDir, 'best'),
-      hiddenShardsPath: cacheDir,
+      hiddenShardsPath: shardsPath,
       evalData,
     });
     const files = await runner.exportResults(resultsDir);

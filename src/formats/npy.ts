@@ -26,35 +26,56 @@ export function isNpy(bytes: Uint8Array): boolean {
   return bytes.byteLength >= 6 && NPY_MAGIC.every((b, i) => bytes[i] === b);
 }
 
-/** Parses a whole `.npy` file. C-order data is a view into `bytes`; Fortran order is copied. */
-export function parseNpy(bytes: Uint8Array, source = 'npy file'): RawTensor {
-  if (!isNpy(bytes)) throw new FormatError(`${source}: does not start with the .npy magic \\x93NUMPY`);
-  if (bytes.byteLength < 10) throw new FormatError(`${source}: ${bytes.byteLength} bytes is too short for a .npy header`);
-  const major = bytes[6]!;
-  if (major < 1 || major > 3) throw new FormatError(`${source}: .npy version ${major}.${bytes[7]} is not supported (1.0, 2.0 and 3.0 are)`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (major > 1 && bytes.byteLength < 12) throw new FormatError(`${source}: ${bytes.byteLength} bytes is too short for a v${major} .npy header`);
+/** What a `.npy` header says: where the data starts and how it is laid out. */
+export interface NpyHeader {
+  dtype: DType;
+  shape: number[];
+  fortranOrder: boolean;
+  dataStart: number;
+}
+
+/**
+ * Parses a `.npy` header from the first bytes of a file of `fileSize` bytes (the header is at most
+ * MAX_NPY_HEADER_BYTES + 12 bytes) and checks the data the shape needs is what the file holds.
+ */
+export function parseNpyHeader(head: Uint8Array, fileSize: number, source = 'npy file'): NpyHeader {
+  if (!isNpy(head)) throw new FormatError(`${source}: does not start with the .npy magic \\x93NUMPY`);
+  if (head.byteLength < 10) throw new FormatError(`${source}: ${head.byteLength} bytes is too short for a .npy header`);
+  const major = head[6]!;
+  if (major < 1 || major > 3) throw new FormatError(`${source}: .npy version ${major}.${head[7]} is not supported (1.0, 2.0 and 3.0 are)`);
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  if (major > 1 && head.byteLength < 12) throw new FormatError(`${source}: ${head.byteLength} bytes is too short for a v${major} .npy header`);
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
   const headerStart = major === 1 ? 10 : 12;
   if (headerLength > MAX_NPY_HEADER_BYTES) throw new LimitError(`${source}: .npy header claims ${headerLength} bytes; the limit is ${MAX_NPY_HEADER_BYTES}`);
-  if (headerLength > bytes.byteLength - headerStart) {
-    throw new FormatError(`${source}: .npy header claims ${headerLength} bytes but the file holds ${bytes.byteLength - headerStart} after the length`);
+  if (headerLength > head.byteLength - headerStart) {
+    throw new FormatError(`${source}: .npy header claims ${headerLength} bytes but the file holds ${Math.min(head.byteLength, fileSize) - headerStart} after the length`);
   }
   const dataStart = headerStart + headerLength;
-  const text = decodeHeader(bytes.subarray(headerStart, dataStart), major, source);
+  const text = decodeHeader(head.subarray(headerStart, dataStart), major, source);
   const { descr, fortranOrder, shape } = parseHeaderDict(text, source);
   const dtype = dtypeOf(descr, source);
   // Product in floating point: an absurd shape must not wrap into a plausible size.
   const size = shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[dtype];
-  const available = bytes.byteLength - dataStart;
+  const available = fileSize - dataStart;
   if (size !== available) throw new FormatError(`${source}: shape (${shape.join(', ')}) of ${descr} needs ${size} bytes but the file holds ${available} after the header`);
-  const data = bytes.subarray(dataStart);
-  if (!fortranOrder || shape.length < 2) return { dtype, shape, data };
-  // Fortran order: element strides grow from the first dimension.
+  return { dtype, shape, fortranOrder, dataStart };
+}
+
+/** Element strides of Fortran-order data (they grow from the first dimension). */
+export function fortranStrides(shape: readonly number[]): number[] {
   const strides: number[] = [];
   let s = 1;
   for (const d of shape) { strides.push(s); s *= d; }
-  return { dtype, shape, data: copyStrided(data, DTYPE_BYTES[dtype], shape, strides, 0) };
+  return strides;
+}
+
+/** Parses a whole `.npy` file. C-order data is a view into `bytes`; Fortran order is copied. */
+export function parseNpy(bytes: Uint8Array, source = 'npy file'): RawTensor {
+  const { dtype, shape, fortranOrder, dataStart } = parseNpyHeader(bytes, bytes.byteLength, source);
+  const data = bytes.subarray(dataStart);
+  if (!fortranOrder || shape.length < 2) return { dtype, shape, data };
+  return { dtype, shape, data: copyStrided(data, DTYPE_BYTES[dtype], shape, fortranStrides(shape), 0) };
 }
 
 function decodeHeader(raw: Uint8Array, major: number, source: string): string {

@@ -8,7 +8,7 @@ import { FormatError } from '../errors.js';
 import type { RawTensor } from './dtypes.js';
 import { isNpy, parseNpy } from './npy.js';
 import { parseSafetensors } from './safetensors.js';
-import { readTorchFile, type TorchReadOptions } from './torch.js';
+import { readTorchFile, type MetadataValue, type TorchReadOptions } from './torch.js';
 
 export type ActivationFileFormat = 'safetensors' | 'npy' | 'pt';
 
@@ -16,6 +16,8 @@ export interface ActivationFile {
   format: ActivationFileFormat;
   tensors: Record<string, RawTensor>;
   metadata: Record<string, string>;
+  /** Metadata as values where the format has them (`.pt`: numbers stay numbers, NaN included); else the strings. */
+  metadataValues: Record<string, MetadataValue>;
 }
 
 /** Limits for `.pt` files (the other formats need none beyond their fixed caps). */
@@ -35,13 +37,13 @@ export function readActivationFile(bytes: Uint8Array, fileName: string, options:
   }
   if (isNpy(bytes)) {
     const name = basename(fileName, extname(fileName)) || 'tensor';
-    return { format: 'npy', tensors: { [name]: parseNpy(bytes, source) }, metadata: {} };
+    return { format: 'npy', tensors: { [name]: parseNpy(bytes, source) }, metadata: {}, metadataValues: {} };
   }
   // A pickle (PROTO opcode) is a legacy torch.save file: the torch reader explains how to re-save it.
   if (bytes[0] === 0x80) return { format: 'pt', ...readTorchFile(bytes, { ...options, source }) };
   if (bytes.byteLength >= 9 && bytes[8] === 0x7b) {
     const { header, tensors } = parseSafetensors(bytes, source);
-    return { format: 'safetensors', tensors, metadata: header.metadata };
+    return { format: 'safetensors', tensors, metadata: header.metadata, metadataValues: { ...header.metadata } };
   }
   throw new FormatError(`${source}: unrecognised file format; expected safetensors (8-byte length then '{'), .npy (\\x93NUMPY) or a torch.save .pt zip (PK\\x03\\x04)`);
 }

@@ -1,5 +1,6 @@
 /** Which charts each analysis gets, rendered to SVG once for both the HTML and the Markdown report. */
-import { causalChart, circuitChart, dynamicsChart, dynamicsCurvesChart, neuronFrequencyChart, pcaChart, probeChart, renderSvg, saeLatentsChart, saeTrainingChart, slug, steeringChart, type Chart } from './charts.js';
+import { renderSvg, type Chart } from './charts.js';
+import { viewFor } from './views.js';
 
 type Obj = Record<string, unknown>;
 
@@ -9,27 +10,6 @@ export interface RenderedChart extends Chart {
   /** The layer, or '' for a chart of the whole analysis. */
   layer: string;
 }
-
-const perLayer: Record<string, ((layer: string, r: Obj) => Chart | null)[]> = {
-  neuron: [neuronFrequencyChart],
-  feature: [pcaChart],
-  sae: [saeTrainingChart, saeLatentsChart],
-  dynamics: [dynamicsChart, dynamicsCurvesChart],
-  causal: [causalChart],
-  steering: [steeringChart],
-};
-
-/** The whole circuit: every layer's edges in one graph (results come in model order). */
-const circuitGraph = (byLayer: Record<string, Obj>) => {
-  const layers = Object.keys(byLayer);
-  const one = layers.length === 1 ? layers[0]! : null;
-  return circuitChart(Object.values(byLayer), one === null ? 'circuit-graph' : `circuit-graph-${slug(one)}`, one === null ? 'Circuit graph' : `Circuit from ${one}`);
-};
-
-const perAnalysis: Record<string, ((byLayer: Record<string, Obj>) => Chart | null)[]> = {
-  probe: [probeChart],
-  circuit: [circuitGraph],
-};
 
 async function render(charts: (Chart | null)[], analysis: string, layer: string): Promise<RenderedChart[]> {
   const out: RenderedChart[] = [];
@@ -42,12 +22,13 @@ async function render(charts: (Chart | null)[], analysis: string, layer: string)
  * adds the charts the report draws once for the whole analysis, drawn for this layer alone.
  */
 export function chartsForLayer(analysis: string, layer: string, result: Obj, options: { standalone?: boolean } = {}): Promise<RenderedChart[]> {
-  const fns = [...(perLayer[analysis] ?? []).map((f) => f(layer, result))];
-  if (options.standalone) fns.push(...(perAnalysis[analysis] ?? []).map((f) => f({ [layer]: result })));
+  const view = viewFor(analysis);
+  const fns = [...(view.layerCharts ?? []).map((f) => f(layer, result))];
+  if (options.standalone) fns.push(...(view.analysisCharts ?? []).map((f) => f({ [layer]: result })));
   return render(fns, analysis, layer);
 }
 
 export function chartsForAnalysis(analysis: string, byLayer: Record<string, Obj>): Promise<RenderedChart[]> {
   const ok = Object.fromEntries(Object.entries(byLayer).filter(([, r]) => r && typeof r === 'object' && typeof r.error !== 'string'));
-  return render((perAnalysis[analysis] ?? []).map((f) => f(ok)), analysis, '');
+  return render((viewFor(analysis).analysisCharts ?? []).map((f) => f(ok)), analysis, '');
 }

@@ -4,6 +4,15 @@
  */
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import type { CausalResult } from '../analysis/causal.js';
+import type { CircuitResult } from '../analysis/circuit.js';
+import type { DynamicsResult } from '../analysis/dynamics.js';
+import type { FeatureAnalysisResult } from '../analysis/feature.js';
+import type { NeuronAnalysisResult } from '../analysis/neuron.js';
+import type { ProbeResult } from '../analysis/probe.js';
+import type { SaeResult } from '../analysis/sae.js';
+import type { TopLatent } from '../analysis/sae-top-rows.js';
+import type { SteeringResult } from '../analysis/steering.js';
 
 type Obj = Record<string, unknown>;
 export type ChartSpec = TopLevelSpec;
@@ -17,7 +26,8 @@ export interface Chart {
 
 const WIDTH = 420;
 const HEIGHT = 180;
-const arr = (o: Obj | undefined, k: string): number[] => (o && Array.isArray(o[k]) ? (o[k] as number[]) : []);
+/** A result read back from JSON may lack a list its type promises (an older file): draw nothing then. */
+const list = <T>(v: readonly T[] | null | undefined): readonly T[] => (Array.isArray(v) ? v : []);
 
 export function slug(s: string): string {
   return s.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase();
@@ -28,8 +38,8 @@ function base(title: string): Partial<TopLevelSpec> {
 }
 
 /** Explained-variance ratio per PC (bars) and cumulative (line). */
-export function pcaChart(layer: string, r: Obj): Chart | null {
-  const ev = arr(r, 'explained_variance');
+export function pcaChart(layer: string, r: FeatureAnalysisResult): Chart | null {
+  const ev = list(r.explained_variance);
   if (ev.length === 0) return null;
   let cum = 0;
   const values = ev.map((v, i) => ({ pc: i + 1, ratio: v, cumulative: (cum += v) }));
@@ -50,8 +60,8 @@ export function pcaChart(layer: string, r: Obj): Chart | null {
 }
 
 /** Histogram of unit activation frequencies, dead units in red. */
-export function neuronFrequencyChart(layer: string, r: Obj): Chart | null {
-  const freq = arr(r, 'sparsity');
+export function neuronFrequencyChart(layer: string, r: NeuronAnalysisResult): Chart | null {
+  const freq = list(r.sparsity);
   if (freq.length === 0) return null;
   const threshold = typeof r.dead_threshold === 'number' ? r.dead_threshold : 0.01;
   const values = freq.map((f, unit) => ({ unit, frequency: f, state: f < threshold ? 'dead' : 'alive' }));
@@ -72,8 +82,8 @@ export function neuronFrequencyChart(layer: string, r: Obj): Chart | null {
 }
 
 /** SAE loss and L0 per epoch. */
-export function saeTrainingChart(layer: string, r: Obj): Chart | null {
-  const stats = (r.training_stats ?? {}) as Record<string, number[]>;
+export function saeTrainingChart(layer: string, r: SaeResult): Chart | null {
+  const stats = r.training_stats ?? {};
   const loss = stats[`${layer}/loss`] ?? [];
   const l0 = stats[`${layer}/l0_sparsity`] ?? [];
   if (loss.length === 0) return null;
@@ -94,10 +104,10 @@ export function saeTrainingChart(layer: string, r: Obj): Chart | null {
 }
 
 /** Cross-validated probe R² per layer and target, with the shuffled control. */
-export function probeChart(byLayer: Record<string, Obj>): Chart | null {
+export function probeChart(byLayer: Record<string, ProbeResult>): Chart | null {
   const values: Obj[] = [];
   for (const [layer, r] of Object.entries(byLayer)) {
-    const targets = (r.targets ?? {}) as Record<string, Obj>;
+    const targets = r.targets ?? {};
     for (const [target, t] of Object.entries(targets)) {
       values.push({ layer, target, kind: 'probe', r2: t.r2 });
       values.push({ layer, target, kind: 'shuffled control', r2: t.control_r2_shuffled });
@@ -129,8 +139,8 @@ export function probeChart(byLayer: Record<string, Obj>): Chart | null {
 }
 
 /** Per shard step: mean activation frequency and top-10 PC variance, one line per layer. */
-export function dynamicsChart(layer: string, r: Obj): Chart | null {
-  const steps = Array.isArray(r.steps) ? (r.steps as Obj[]) : [];
+export function dynamicsChart(layer: string, r: DynamicsResult): Chart | null {
+  const steps = list(r.steps);
   if (steps.length < 2) return null;
   const values = steps.flatMap((s) => [
     { step: s.global_step, metric: 'mean activation frequency', value: s.mean_frequency },
@@ -153,12 +163,12 @@ export function dynamicsChart(layer: string, r: Obj): Chart | null {
 }
 
 /** Units ranked by the loss (or output) change when each is ablated, with the whole-layer effect as subtitle. */
-export function causalChart(layer: string, r: Obj): Chart | null {
-  const effects = (Array.isArray(r.unit_effects) ? (r.unit_effects as Obj[]) : []).filter((e) => typeof e.effect === 'number');
+export function causalChart(layer: string, r: CausalResult): Chart | null {
+  const effects = list(r.unit_effects).flatMap((e) => (typeof e.effect === 'number' ? [{ unit: e.unit, effect: e.effect }] : []));
   if (effects.length === 0) return null;
   const loss = r.metric === 'loss_change';
-  const top = [...effects].sort((a, b) => Math.abs(b.effect as number) - Math.abs(a.effect as number)).slice(0, 15);
-  const values = top.map((e, rank) => ({ unit: `unit ${String(e.unit)}`, rank, effect: e.effect, direction: (e.effect as number) >= 0 ? (loss ? 'raises loss' : 'positive') : loss ? 'lowers loss' : 'negative' }));
+  const top = [...effects].sort((a, b) => Math.abs(b.effect) - Math.abs(a.effect)).slice(0, 15);
+  const values = top.map((e, rank) => ({ unit: `unit ${String(e.unit)}`, rank, effect: e.effect, direction: e.effect >= 0 ? (loss ? 'raises loss' : 'positive') : loss ? 'lowers loss' : 'negative' }));
   const measure = loss ? 'eval loss change' : 'output RMS change';
   const subtitle = typeof r.layer_effect === 'number' ? `ablating the whole layer: ${r.layer_effect >= 0 && loss ? '+' : ''}${r.layer_effect.toPrecision(3)} (${measure})` : '';
   return {
@@ -189,18 +199,18 @@ const nodeLabel = (kind: unknown, unit: unknown) => `${kind === 'sae_latent' ? '
  * last), one row per node ranked by its total |attribution|, one link per kept edge (colour: sign,
  * width: |attribution|). Takes one layer's result or all of them, in model order.
  */
-export function circuitChart(results: Obj[], id: string, title: string): Chart | null {
+export function circuitChart(results: readonly CircuitResult[], id: string, title: string): Chart | null {
   type Node = { key: string; layer: string; unit: unknown; kind: unknown; weight: number; row: number };
   const nodes = new Map<string, Node>();
   const columns: string[] = [];
   const edges: { s: Node; t: Node; attribution: number; ablation: unknown; agrees: unknown }[] = [];
-  const kindOf = (r: Obj, layer: string, unit: unknown, side: 'upstream' | 'downstream') => {
-    const listed = (Array.isArray(r.nodes) ? (r.nodes as Obj[]) : []).find((n) => n.layer === layer && n.unit === unit);
+  const kindOf = (r: CircuitResult, layer: string, unit: unknown, side: 'upstream' | 'downstream'): unknown => {
+    const listed = list(r.nodes).find((n) => n.layer === layer && n.unit === unit);
     if (listed) return listed.kind;
-    const basis = (r.basis ?? {}) as Obj;
-    return basis[side] === 'sae_latents' ? 'sae_latent' : basis[side] === 'output_units' ? 'output' : 'unit';
+    const basis = r.basis?.[side];
+    return basis === 'sae_latents' ? 'sae_latent' : basis === 'output_units' ? 'output' : 'unit';
   };
-  const node = (r: Obj, layer: string, unit: unknown, side: 'upstream' | 'downstream') => {
+  const node = (r: CircuitResult, layer: string, unit: unknown, side: 'upstream' | 'downstream') => {
     const key = `${layer}\u0000${String(unit)}`;
     let n = nodes.get(key);
     if (!n) {
@@ -211,7 +221,7 @@ export function circuitChart(results: Obj[], id: string, title: string): Chart |
     return n;
   };
   for (const r of results) {
-    for (const e of Array.isArray(r.edges) ? (r.edges as Obj[]) : []) {
+    for (const e of list(r.edges)) {
       if (typeof e.attribution !== 'number' || !Number.isFinite(e.attribution)) continue;
       const s = node(r, String(e.source_layer), e.source_unit, 'upstream');
       const t = node(r, String(e.target_layer), e.target_unit, 'downstream');
@@ -276,14 +286,14 @@ export function circuitChart(results: Obj[], id: string, title: string): Chart |
 }
 
 /** Per steered latent: how far the outputs move (RMS change) as α grows, one panel per output head. */
-export function steeringChart(layer: string, r: Obj): Chart | null {
-  const latents = Array.isArray(r.latents) ? (r.latents as Obj[]) : [];
+export function steeringChart(layer: string, r: SteeringResult): Chart | null {
+  const latents = list(r.latents);
   const byMultiplier = r.alpha_units === 'latent';
   const values: Obj[] = [];
   for (const l of latents) {
-    const alphas = arr(l, byMultiplier ? 'alpha_multipliers' : 'alphas');
-    for (const h of Array.isArray(l.heads) ? (l.heads as Obj[]) : []) {
-      const rms = arr(h, 'rms_change');
+    const alphas = list(byMultiplier ? l.alpha_multipliers : l.alphas);
+    for (const h of list(l.heads)) {
+      const rms = list(h.rms_change);
       alphas.forEach((a, i) => {
         if (typeof rms[i] === 'number') values.push({ alpha: a, latent: `latent ${String(l.latent)}`, head: String(h.head), rms: rms[i] });
       });
@@ -330,9 +340,9 @@ function histogramValues(h: HistogramLike | undefined): { lo: number; hi: number
 }
 
 /** Activation histograms of the top SAE latents, one small panel each. */
-export function saeLatentsChart(layer: string, r: Obj): Chart | null {
-  const top = Array.isArray(r.top_latents) ? (r.top_latents as Obj[]) : [];
-  const values = top.flatMap((t) => histogramValues(t.activation_histogram as HistogramLike).map((b) => ({ ...b, latent: `latent ${String(t.latent)}`, order: top.indexOf(t) })));
+export function saeLatentsChart(layer: string, r: SaeResult): Chart | null {
+  const top = list(r.top_latents);
+  const values = top.flatMap((t) => histogramValues(t.activation_histogram).map((b) => ({ ...b, latent: `latent ${String(t.latent)}`, order: top.indexOf(t) })));
   if (values.length === 0) return null;
   return {
     id: `sae-latents-${slug(layer)}`,
@@ -360,8 +370,8 @@ export function saeLatentsChart(layer: string, r: Obj): Chart | null {
 }
 
 /** One SAE latent's activation histogram (the dashboard's view when a latent is clicked). */
-export function latentHistogramChart(layer: string, latent: Obj): Chart | null {
-  const values = histogramValues(latent.activation_histogram as HistogramLike);
+export function latentHistogramChart(layer: string, latent: TopLatent): Chart | null {
+  const values = histogramValues(latent.activation_histogram);
   if (values.length === 0) return null;
   const name = `latent ${String(latent.latent)}`;
   return {
@@ -382,13 +392,13 @@ export function latentHistogramChart(layer: string, latent: Obj): Chart | null {
 }
 
 /** One line per training step: the cumulative PCA spectrum and the sorted unit activation frequencies. */
-export function dynamicsCurvesChart(layer: string, r: Obj): Chart | null {
-  const steps = Array.isArray(r.steps) ? (r.steps as Obj[]) : [];
+export function dynamicsCurvesChart(layer: string, r: DynamicsResult): Chart | null {
+  const steps = list(r.steps);
   if (steps.length < 2) return null;
   const values: Obj[] = [];
   for (const s of steps) {
-    (arr(s, 'cumulative_explained_variance')).forEach((v, i) => values.push({ step: s.global_step, panel: 'cumulative explained variance by PC', x: i + 1, value: v }));
-    const f = arr(s, 'sorted_frequencies');
+    list(s.cumulative_explained_variance).forEach((v, i) => values.push({ step: s.global_step, panel: 'cumulative explained variance by PC', x: i + 1, value: v }));
+    const f = list(s.sorted_frequencies);
     f.forEach((v, i) => values.push({ step: s.global_step, panel: 'unit activation frequency by rank', x: f.length > 1 ? i / (f.length - 1) : 0, value: v }));
   }
   if (values.length === 0) return null;

@@ -2,9 +2,12 @@
  * EvalMechIntRunner: the guide's runner. Analyses come from AnalysisRunner; this adds
  * `exportResults(dir)`: mechint_results.json, mechint_report.md, and the analyses' files (SAE weights).
  */
-import { cp, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { AnalysisRunner } from '../analysis/runner.js';
+import { ManifestResultsStore, relocate } from '../analysis/results-store.js';
+import { isAnalysisError } from '../analysis/results.js';
 import { CHARTS_DIR, REPORT_HTML_FILE, REPORT_MD_FILE, RESULTS_JSON_FILE } from '../constants.js';
 import { ConfigError } from '../errors.js';
 import { renderHtml } from './html.js';
@@ -18,14 +21,6 @@ export interface ExportedFiles {
   html: string;
   /** Other files written (SAE weights), relative to `dir`. */
   files: string[];
-}
-
-/** Makes absolute paths under `from` relative to the export directory. */
-function relocate(value: unknown, from: string): unknown {
-  if (typeof value === 'string') return value.startsWith(from + '/') ? value.slice(from.length + 1) : value;
-  if (Array.isArray(value)) return value.map((v) => relocate(v, from));
-  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, relocate(v, from)]));
-  return value;
 }
 
 async function listFiles(dir: string, prefix = ''): Promise<string[]> {
@@ -65,6 +60,19 @@ export class EvalMechIntRunner extends AnalysisRunner {
     }
     await writeFile(html, page.html);
     await writeFile(markdown, renderMarkdown(results, when, chartFiles));
+    await this.recordInManifest(json);
     return { dir: out, json, markdown, html, files };
+  }
+
+  /** Records where each result now lives in the shard directory's manifest, so the server answers from it. */
+  private async recordInManifest(json: string): Promise<void> {
+    const cacheDir = this.summary?.shards_path;
+    if (!cacheDir || !(await stat(cacheDir).then((s) => s.isDirectory(), () => false))) return;
+    const records = this.executed
+      .filter((r) => !isAnalysisError(r.result))
+      .map((r) => ({ analysis: r.analysis, layer: r.layer, key: r.key, options: r.options, shards: r.shards, file: json, pointer: ['analyses', r.analysis, r.layer] }));
+    const entry = { analyses: Object.keys(this.results?.analyses ?? {}), layers: this.summary?.layers ?? [], output: json };
+    const recorded = await new ManifestResultsStore(cacheDir, tmpdir()).record(records, entry).catch(() => false);
+    if (!recorded) this.logger.info(`Results not recorded in ${cacheDir}'s manifest (none, or a run is still writing it)`);
   }
 }

@@ -4,7 +4,8 @@
  */
 import type { EvalResults } from './results.js';
 import { chartsForLayer, chartsForAnalysis, type RenderedChart } from './chart-set.js';
-import { analysisTitle, fmt, pct, sectionLines } from './sections.js';
+import { analysisTitle, fmt, pct } from './sections.js';
+import { sectionLines } from './views.js';
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');

@@ -1,11 +1,12 @@
 /** The human-readable Markdown report, with the charts as SVG files beside it. */
 import type { EvalResults } from './results.js';
-import { analysisTitle, sectionLines } from './sections.js';
+import { analysisTitle } from './sections.js';
+import { sectionLines } from './views.js';
 
 /** Chart files to embed: by analysis, then layer (or '' for charts of the whole analysis). */
 export type ChartFiles = Record<string, Record<string, { file: string; title: string }[]>>;
 
-export function renderMarkdown(results: EvalResults, meta: { shards_path?: string; created?: string; seconds?: number } = {}, charts: ChartFiles = {}): string {
+export function renderMarkdown(results: EvalResults, meta: { shards_path?: string; created?: string; seconds?: number; missing_shards?: string[] } = {}, charts: ChartFiles = {}): string {
   const images = (analysis: string, layer: string) => (charts[analysis]?.[layer] ?? []).flatMap((c) => [`![${c.title}](${c.file})`, '']);
   const out: string[] = ['# Mechanistic interpretability report', ''];
   const cfg = results.config;
@@ -17,6 +18,7 @@ export function renderMarkdown(results: EvalResults, meta: { shards_path?: strin
       (meta.created ? ` Run ${meta.created}${meta.seconds !== undefined ? ` in ${meta.seconds.toFixed(1)} s` : ''}.` : ''),
     '',
   );
+  if (meta.missing_shards?.length) out.push(`**Partial:** ${meta.missing_shards.length} shard(s) the manifest lists were missing and not read: ${meta.missing_shards.map((f) => `\`${f}\``).join(', ')}.`, '');
   for (const [name, byLayer] of Object.entries(results.analyses)) {
     out.push(`## ${analysisTitle(name)}`, '', ...images(name, ''));
     if (typeof byLayer.error === 'string') {

@@ -3,6 +3,15 @@
  * (top PCs, dead units, SAE sparsity and reconstruction, ablation rankings, circuit edges), never
  * JSON dumped into code fences. Shared by the Markdown and the HTML report.
  */
+import { getAnalysis } from '../analysis/registry.js';
+import type { CausalResult } from '../analysis/causal.js';
+import type { CircuitResult } from '../analysis/circuit.js';
+import type { DynamicsResult } from '../analysis/dynamics.js';
+import type { FeatureAnalysisResult } from '../analysis/feature.js';
+import type { NeuronAnalysisResult } from '../analysis/neuron.js';
+import type { ProbeResult } from '../analysis/probe.js';
+import type { SaeResult } from '../analysis/sae.js';
+import type { SteeringResult } from '../analysis/steering.js';
 
 export const fmt = (v: unknown, digits = 3): string => {
   if (typeof v !== 'number') return v === null || v === undefined ? '–' : String(v);
@@ -19,31 +28,33 @@ export function mdTable(header: string[], rows: (string | number)[][]): string {
 }
 
 type Obj = Record<string, unknown>;
-const num = (o: Obj, k: string): number => (typeof o[k] === 'number' ? (o[k] as number) : NaN);
-const arr = (o: Obj, k: string): number[] => (Array.isArray(o[k]) ? (o[k] as number[]) : []);
+/** Results read back from JSON say null where a number was not finite. */
+const n = (v: number | null | undefined): number => (typeof v === 'number' ? v : NaN);
+/** …and a result from an older file (or the dashboard's render body) may lack a list its type promises. */
+const list = <T>(v: readonly T[] | null | undefined): readonly T[] => (Array.isArray(v) ? v : []);
 
-function mean(xs: number[]): number {
+function mean(xs: readonly number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
 }
 
-function neuronSection(layer: string, r: Obj): string[] {
-  const meanAct = arr(r, 'mean_activation');
-  const freq = arr(r, 'sparsity');
-  const dead = arr(r, 'dead_units');
-  const units = num(r, 'n_units') || meanAct.length;
+export function neuronSection(_layer: string, r: NeuronAnalysisResult): string[] {
+  const meanAct = list(r.mean_activation);
+  const freq = list(r.sparsity);
+  const dead = list(r.dead_units);
+  const units = r.n_units || meanAct.length;
   const out = [
-    `${units} units over ${fmt(num(r, 'n_rows'))} rows. Mean activation ${fmt(mean(meanAct))}; on average a unit is active (> 0) in ${pct(mean(freq))} of rows. ` +
-      (dead.length === 0 ? 'No dead units (active in under 1% of rows).' : `${dead.length} dead unit(s) (active in under ${pct(num(r, 'dead_threshold') || 0.01)} of rows): ${dead.slice(0, 20).join(', ')}${dead.length > 20 ? ', …' : ''}.`),
+    `${units} units over ${fmt(r.n_rows)} rows. Mean activation ${fmt(mean(meanAct))}; on average a unit is active (> 0) in ${pct(mean(freq))} of rows. ` +
+      (dead.length === 0 ? 'No dead units (active in under 1% of rows).' : `${dead.length} dead unit(s) (active in under ${pct(r.dead_threshold || 0.01)} of rows): ${dead.slice(0, 20).join(', ')}${dead.length > 20 ? ', …' : ''}.`),
     '',
   ];
   const order = meanAct.map((_, i) => i).sort((a, b) => Math.abs(meanAct[b]!) - Math.abs(meanAct[a]!)).slice(0, 10);
   out.push('Most active units (by |mean activation|):', '');
-  out.push(mdTable(['unit', 'mean', 'std', 'max', 'active in'], order.map((i) => [i, fmt(meanAct[i]), fmt(arr(r, 'std_activation')[i]), fmt(arr(r, 'max_activation')[i]), pct(freq[i])])));
+  out.push(mdTable(['unit', 'mean', 'std', 'max', 'active in'], order.map((i) => [i, fmt(meanAct[i]), fmt(list(r.std_activation)[i]), fmt(list(r.max_activation)[i]), pct(freq[i])])));
   return out;
 }
 
-function featureSection(layer: string, r: Obj): string[] {
-  const ev = arr(r, 'explained_variance');
+export function featureSection(_layer: string, r: FeatureAnalysisResult): string[] {
+  const ev = list(r.explained_variance);
   const top10 = ev.slice(0, 10).reduce((a, b) => a + b, 0);
   const k90 = (() => {
     let c = 0;
@@ -53,61 +64,61 @@ function featureSection(layer: string, r: Obj): string[] {
   const out = [
     `The top 10 principal components explain ${pct(top10)} of the variance` +
       (k90 ? `; ${k90} component(s) reach 90%` : `; the ${ev.length} computed components reach ${pct(ev.reduce((a, b) => a + b, 0))}`) +
-      `. Participation ratio ${fmt(num(r, 'participation_ratio'), 2)} (effective dimensionality, out of ${fmt(num(r, 'n_units'))} units).`,
+      `. Participation ratio ${fmt(r.participation_ratio, 2)} (effective dimensionality, out of ${fmt(r.n_units)} units).`,
     '',
   ];
   let cum = 0;
   out.push(mdTable(['PC', 'explained variance', 'cumulative'], ev.slice(0, 10).map((v, i) => [i + 1, pct(v), pct((cum += v))])));
-  const c = r.clusters as Obj | undefined;
+  const c = r.clusters;
   if (c && Array.isArray(c.sizes)) {
-    const sizes = c.sizes as number[];
+    const sizes = c.sizes;
     const total = sizes.reduce((a, b) => a + b, 0);
     out.push('', `k-means with ${fmt(c.n_clusters)} clusters on the top ${fmt(c.n_dims)} PCs (${fmt(c.n_rows_sampled)} sampled rows, inertia ${fmt(c.inertia)}): cluster sizes ${sizes.map((s) => pct(s / total)).join(', ')}.`);
   }
   return out;
 }
 
-function saeSection(layer: string, r: Obj): string[] {
-  const arch = String(r.architecture ?? 'topk');
+export function saeSection(layer: string, r: SaeResult): string[] {
+  const arch = r.architecture ?? 'topk';
   const out = [
-    `${arch === 'topk' ? `TopK (k = ${fmt(r.k)})` : 'ReLU + L1'} sparse autoencoder with ${fmt(r.n_latents)} latents on ${fmt(num(r, 'dim'))}-dimensional rows (${fmt(r.n_rows)} rows, ${fmt(r.epochs)} epochs). ` +
-      `On average ${fmt(num(r, 'final_l0'), 2)} latents are active per row; the reconstruction explains ${pct(r.explained_variance)} of the variance; ${pct(r.dead_fraction)} of latents never fire.`,
+    `${arch === 'topk' ? `TopK (k = ${fmt(r.k)})` : 'ReLU + L1'} sparse autoencoder with ${fmt(r.n_latents)} latents on ${fmt(r.dim)}-dimensional rows (${fmt(r.n_rows)} rows, ${fmt(r.epochs)} epochs). ` +
+      `On average ${fmt(n(r.final_l0), 2)} latents are active per row; the reconstruction explains ${pct(r.explained_variance)} of the variance; ${pct(r.dead_fraction)} of latents never fire.`,
     '',
-    mdTable(['final L0', 'explained variance', 'MSE', 'dead latents', 'final loss'], [[fmt(num(r, 'final_l0'), 2), pct(r.explained_variance), fmt(r.mse), pct(r.dead_fraction), fmt(r.final_loss)]]),
+    mdTable(['final L0', 'explained variance', 'MSE', 'dead latents', 'final loss'], [[fmt(n(r.final_l0), 2), pct(r.explained_variance), fmt(r.mse), pct(r.dead_fraction), fmt(r.final_loss)]]),
   ];
-  const stats = r.training_stats as Record<string, number[]> | undefined;
+  const stats = r.training_stats;
   const loss = stats?.[`${layer}/loss`] ?? [];
   const l0 = stats?.[`${layer}/l0_sparsity`] ?? [];
   if (loss.length > 0) {
     const pick = loss.length <= 8 ? loss.map((_, i) => i) : [0, 1, 2, Math.floor(loss.length / 2), loss.length - 2, loss.length - 1];
     out.push('', 'Training:', '', mdTable(['epoch', 'loss', 'L0'], pick.map((i) => [i + 1, fmt(loss[i]), fmt(l0[i], 2)])));
   }
-  const top = (r.top_latents as { latent: number; frequency: number; top_rows: { shard: string | null; global_step: number | null; row: number; value: number }[] }[] | undefined) ?? [];
+  const top = list(r.top_latents);
   if (top.length > 0) {
     out.push('', 'Most used latents and their top-activating rows:', '');
     out.push(mdTable(['latent', 'active in', 'top rows (shard step, row: value)'], top.slice(0, 10).map((t) => [
       t.latent,
       pct(t.frequency),
-      t.top_rows.slice(0, 3).map((x) => `step ${x.global_step ?? "?"} row ${x.row}: ${fmt(x.value)}`).join("; "),
+      list(t.top_rows).slice(0, 3).map((x) => `step ${x.global_step ?? "?"} row ${x.row}: ${fmt(x.value)}`).join("; "),
     ])));
   }
   if (typeof r.weights_file === 'string') out.push('', `Weights: \`${r.weights_file}\`.`);
   return out;
 }
 
-function probeSection(_layer: string, r: Obj): string[] {
-  const targets = (r.targets ?? {}) as Record<string, Obj>;
-  const rows = Object.entries(targets).map(([name, t]) => [name, fmt(num(t, 'r2')), fmt(num(t, 'control_r2_shuffled')), String(t.alignment ?? ''), fmt(num(t, 'n_rows'))]);
-  const best = Object.entries(targets).sort((a, b) => num(b[1], 'r2') - num(a[1], 'r2'))[0];
+export function probeSection(_layer: string, r: ProbeResult): string[] {
+  const targets = r.targets ?? {};
+  const rows = Object.entries(targets).map(([name, t]) => [name, fmt(n(t.r2)), fmt(n(t.control_r2_shuffled)), String(t.alignment ?? ''), fmt(n(t.n_rows))]);
+  const best = Object.entries(targets).sort((a, b) => n(b[1].r2) - n(a[1].r2))[0];
   return [
-    best ? `Best decoded: \`${best[0]}\` with cross-validated R² ${fmt(num(best[1], 'r2'))} (shuffled-trial control ${fmt(num(best[1], 'control_r2_shuffled'))}).` : 'No targets.',
+    best ? `Best decoded: \`${best[0]}\` with cross-validated R² ${fmt(n(best[1].r2))} (shuffled-trial control ${fmt(n(best[1].control_r2_shuffled))}).` : 'No targets.',
     '',
     mdTable(['target', 'R²', 'shuffled control R²', 'alignment', 'rows'], rows),
   ];
 }
 
-function dynamicsSection(_layer: string, r: Obj): string[] {
-  const steps = (Array.isArray(r.steps) ? r.steps : []) as Obj[];
+export function dynamicsSection(_layer: string, r: DynamicsResult): string[] {
+  const steps = Array.isArray(r.steps) ? r.steps : [];
   if (steps.length === 0) return ['No steps.'];
   const first = steps[0]!;
   const last = steps.at(-1)!;
@@ -122,7 +133,7 @@ function dynamicsSection(_layer: string, r: Obj): string[] {
 }
 
 /** Other analyses: their scalar results as a table. */
-function genericSection(_layer: string, r: Obj): string[] {
+export function genericSection(_layer: string, r: Obj): string[] {
   const scalars = Object.entries(r).filter(([, v]) => typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean');
   return scalars.length ? [mdTable(['result', 'value'], scalars.map(([k, v]) => [k, fmt(v)]))] : ['(no scalar results)'];
 }
@@ -132,8 +143,8 @@ function genericSection(_layer: string, r: Obj): string[] {
 const val = (v: unknown): number => (typeof v === 'number' ? v : NaN);
 const unitName = (kind: unknown, unit: unknown) => `${kind === 'sae_latent' ? 'latent' : kind === 'output' ? 'output unit' : 'unit'} ${String(unit)}`;
 
-function causalSection(layer: string, r: Obj): string[] {
-  const effects = (r.unit_effects as { unit: number; effect: number | null; mean_activation: number | null }[] | undefined) ?? [];
+export function causalSection(layer: string, r: CausalResult): string[] {
+  const effects = list(r.unit_effects);
   const loss = r.metric === 'loss_change';
   const how = r.ablation === 'zero' ? 'zeroing' : 'mean-ablating';
   const say = (v: number) => (loss ? `${v >= 0 ? 'raises' : 'lowers'} the eval loss by ${fmt(Math.abs(v))}` : `changes the outputs by ${fmt(v)} (RMS)`);
@@ -151,26 +162,26 @@ function causalSection(layer: string, r: Obj): string[] {
   if (typeof r.layer_effect === 'number') sentences.push(`Ablating the whole layer ${say(r.layer_effect)}${loss && typeof r.baseline_loss === 'number' ? ` (clean loss ${fmt(r.baseline_loss)})` : ''}.`);
   out.push(sentences.join(' ') || 'No unit effects.', '');
   if (effects.length) out.push(mdTable(['rank', 'unit', loss ? 'loss change' : 'output RMS change', 'mean activation'], effects.slice(0, 10).map((e, i) => [i + 1, e.unit, fmt(e.effect), fmt(e.mean_activation)])), '');
-  const p = r.patching as Obj | undefined;
-  if (p && typeof p.error === 'string') out.push(`Activation patching did not run: ${p.error}`);
+  const p = r.patching;
+  if (p && 'error' in p) out.push(`Activation patching did not run: ${p.error}`);
   else if (p) {
     const corr = p.corruption === 'given' ? 'the given corrupted inputs' : p.corruption === 'noise' ? 'noise-corrupted inputs' : 'inputs shuffled across samples';
-    const units = (p.units as { unit: number; restored_fraction: number | null }[] | undefined) ?? [];
+    const units = list(p.units);
     const frac = val(p.restored_fraction);
     const verdict = frac >= 0.9 ? 'the layer carries nearly everything that differs between the two runs' : Math.abs(frac) < 0.1 ? 'what differs between the runs reaches the output without passing through this layer' : 'the layer carries part of the difference';
     let s = `Patching the clean activations of \`${layer}\` into runs on ${corr} restores ${pct(frac)} of the clean–corrupted output difference (RMS ${fmt(p.output_difference_rms)}): ${verdict}.`;
     const best = [...units].sort((a, b) => val(b.restored_fraction) - val(a.restored_fraction))[0];
     if (best) s += ` Patching unit ${best.unit} alone restores ${pct(best.restored_fraction)}.`;
     out.push(s);
-    const perHead = Object.entries((p.restored_fraction_per_head as Record<string, number | null>) ?? {});
+    const perHead = Object.entries(p.restored_fraction_per_head ?? {});
     if (perHead.length > 1) out.push('', `Per output: ${perHead.map(([h, v]) => `\`${h}\` ${pct(v)}`).join(', ')}.`);
   }
   return out;
 }
 
-function circuitSection(layer: string, r: Obj): string[] {
-  const edges = (r.edges as Obj[] | undefined) ?? [];
-  const basis = r.basis as { upstream: string; downstream: string } | null;
+export function circuitSection(layer: string, r: CircuitResult): string[] {
+  const edges = list(r.edges);
+  const basis = r.basis;
   if (!basis) return [String(r.note ?? 'No downstream layer.')];
   const down = r.downstream === 'output' ? 'the model outputs' : `\`${String(r.downstream)}\``;
   const kinds = `${basis.upstream.replace('_', ' ')} → ${basis.downstream.replace('_', ' ')}`;
@@ -193,18 +204,18 @@ function circuitSection(layer: string, r: Obj): string[] {
   return out;
 }
 
-function steeringSection(layer: string, r: Obj): string[] {
-  const latents = (r.latents as Obj[] | undefined) ?? [];
+export function steeringSection(layer: string, r: SteeringResult): string[] {
+  const latents = list(r.latents);
   if (latents.length === 0) return [`No SAE latent of \`${layer}\` fires on the eval inputs, so none was steered.`];
   const rows: (string | number)[][] = [];
   const sentences: string[] = [];
   for (const l of latents) {
-    const mult = (l.alpha_multipliers as number[]) ?? [];
+    const mult = list(l.alpha_multipliers);
     const iMax = mult.reduce((best, m, i) => (m > mult[best]! ? i : best), 0);
-    const heads = (l.heads as { head: string; slope: (number | null)[]; top_units: number[]; rms_change: (number | null)[] }[]) ?? [];
+    const heads = list(l.heads);
     const parts = heads.map((h) => {
       const u = h.top_units[0] ?? 0;
-      rows.push([l.latent as number, pct(l.frequency), h.head, u, fmt(h.slope[u]), fmt(h.rms_change[iMax])]);
+      rows.push([l.latent, pct(l.frequency), h.head, u, fmt(h.slope[u]), fmt(h.rms_change[iMax])]);
       return `\`${h.head}\` by RMS ${fmt(h.rms_change[iMax])} (most along unit ${u}, slope ${fmt(h.slope[u])})`;
     });
     const unit = r.alpha_units === 'latent' ? `${fmt(mult[iMax])}× its typical activation ${fmt(l.mean_active_activation)}` : `α = ${fmt(mult[iMax])}`;
@@ -217,30 +228,7 @@ function steeringSection(layer: string, r: Obj): string[] {
   ];
 }
 
-export type SectionRenderer = (layer: string, result: Record<string, unknown>) => string[];
-
-const renderers: Readonly<Record<string, SectionRenderer>> = {
-  dynamics: dynamicsSection,
-  neuron: neuronSection, feature: featureSection, sae: saeSection, probe: probeSection,
-  causal: causalSection, circuit: circuitSection, steering: steeringSection,
-};
-
-const titles: Readonly<Record<string, string>> = {
-  neuron: 'Neuron statistics',
-  feature: 'Features: PCA and clusters',
-  sae: 'Sparse autoencoders',
-  probe: 'Linear probes',
-  causal: 'Causal analysis',
-  circuit: 'Circuits',
-  steering: 'Feature steering',
-  dynamics: 'Across training steps',
-};
-
+/** The heading of an analysis: its definition's title. */
 export function analysisTitle(name: string): string {
-  return titles[name] ?? name;
-}
-
-/** The lines (Markdown) the report writes for one analysis result of one layer. */
-export function sectionLines(analysis: string, layer: string, result: Record<string, unknown>): string[] {
-  return (renderers[analysis] ?? genericSection)(layer, result);
+  return getAnalysis(name)?.title ?? name;
 }

@@ -5,7 +5,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { UnauthorizedError } from '../errors.js';
+import { ConfigError, UnauthorizedError } from '../errors.js';
 
 /** The environment variable `mechint serve` and buildApp read the key from. */
 export const API_KEY_ENV = 'MECHINT_API_KEY';
@@ -17,6 +17,21 @@ export function keysMatch(presented: string, expected: string): boolean {
   return timingSafeEqual(digest(presented), digest(expected));
 }
 
+/**
+ * Refuses, with a ConfigError naming `name`, a key no client could send in
+ * `Authorization: Bearer <key>`: empty, holding whitespace (a newline read from a file), control
+ * or non-ASCII characters, or shorter than 8 characters.
+ */
+export function assertSendableKey(key: unknown, name: string): asserts key is string {
+  if (typeof key !== 'string') throw new ConfigError(`Expected ${name} to be a string of at least 8 characters; got ${typeof key}`);
+  if (key === '') throw new ConfigError(`Expected ${name} to be a key of at least 8 characters; got an empty string (pass \`apiKey: null\` to turn auth off)`);
+  if (/\s/.test(key)) {
+    throw new ConfigError(`Expected ${name} to have no whitespace; got ${key.length} characters with whitespace${/\s$/.test(key) ? ' at the end (a newline from a file? trim it)' : ''}: a client could never send it in \`Authorization: Bearer <key>\``);
+  }
+  if (!/^[\x21-\x7e]+$/.test(key)) throw new ConfigError(`Expected ${name} to be printable ASCII (it travels in an HTTP header); got ${key.length} characters, some outside it`);
+  if (key.length < 8) throw new ConfigError(`Expected ${name} to be a string of at least 8 characters; got ${key.length} characters`);
+}
+
 export interface BearerAuthOptions {
   apiKey: string;
   /** Paths (without query) that need no key. @default ['/health'] */
@@ -25,6 +40,7 @@ export interface BearerAuthOptions {
 
 /** An onRequest hook that answers 401 unless the request presents the key. */
 export function bearerAuth(options: BearerAuthOptions) {
+  assertSendableKey(options.apiKey, '`apiKey`');
   const open = new Set(options.publicPaths ?? ['/health']);
   const expected = options.apiKey;
   return async function checkBearer(request: FastifyRequest, reply: FastifyReply): Promise<void> {

@@ -43,7 +43,8 @@ export interface CacheIndexOptions {
   verify?: boolean;
 }
 
-const MANIFEST_FILE_RE = /^manifest(_rank_\d+)?\.json$/;
+// The manifest, its journal (manifest.log), and an original system's manifest kept beside it.
+const MANIFEST_FILE_RE = /^manifest(_rank_\d+)?(\.original)?\.(json|log)$/;
 
 export class CacheIndex {
   readonly path: string;

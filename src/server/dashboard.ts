@@ -11,8 +11,10 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { chartsForLayer } from '../report/chart-set.js';
 import { latentHistogramChart, renderSvg } from '../report/charts.js';
 import { markdownToHtml } from '../report/html.js';
-import { fmt, pct, sectionLines } from '../report/sections.js';
+import { fmt, pct } from '../report/sections.js';
+import { sectionLines } from '../report/views.js';
 import { BadRequestError } from '../errors.js';
+import type { TopLatent } from '../analysis/sae-top-rows.js';
 
 /** Paths that carry no data (the page and its script); they stay open when an API key is set, the page asks for it. */
 export const DASHBOARD_PUBLIC_PATHS = ['/', '/dashboard/app.js'] as const;
@@ -97,11 +99,12 @@ const renderSchema = {
 
 /** One latent of an SAE result: its histogram and its top-activating samples. */
 async function renderLatent(layer: string, result: Record<string, unknown>, latent: number) {
-  const top = (Array.isArray(result.top_latents) ? result.top_latents : []) as Record<string, unknown>[];
-  const t = top.find((x) => x.latent === latent);
+  // The body is an SAE result the page got from /interpret; what it lacks is drawn as empty.
+  const top = (Array.isArray(result.top_latents) ? result.top_latents : []) as Partial<TopLatent>[];
+  const t = top.find((x) => x.latent === latent) as TopLatent | undefined;
   if (!t) throw new BadRequestError(`Latent ${latent} is not among the result's top_latents (${top.map((x) => String(x.latent)).join(', ') || 'none'})`);
   const chart = latentHistogramChart(layer, t);
-  const rows = (Array.isArray(t.top_rows) ? t.top_rows : []) as Record<string, unknown>[];
+  const rows = Array.isArray(t.top_rows) ? t.top_rows : [];
   const lines = [
     `Latent ${latent} is active in ${pct(t.frequency)} of rows. Its top-activating samples:`,
     '',

@@ -1,14 +1,17 @@
 /**
  * Analysis jobs: each runs in its own worker thread so that SAE training or a large PCA never
  * blocks the event loop. A job is queued, runs, and ends succeeded, failed or cancelled; its
- * progress comes from the analysis' onProgress. Cancel terminates the worker.
+ * progress comes from the analysis' onProgress. Whatever ends a job (its result, an error, cancel,
+ * its timeout, close) goes through one place that terminates its worker and frees its slot.
  */
 import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
-import { ConfigError, InternalServerError, JobCancelledError, JobNotFoundError, MechIntError, ServerBusyError } from '../errors.js';
+import { STATUS_CODES } from 'node:http';
+import { ConfigError, InternalServerError, JobCancelledError, JobNotFoundError, JobTimeoutError, MechIntError, ServerBusyError } from '../errors.js';
 import type { AnalysisTask } from './task.js';
 import type { WorkerMessage } from './worker.js';
+import { checkKeys } from '../options.js';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -44,10 +47,20 @@ export interface JobManagerOptions {
   readonly retainMs?: number;
   /** Finished jobs kept at most (oldest forgotten first). @default 1000 */
   readonly maxRetained?: number;
+  /**
+   * Longest a job may run (from when its worker starts), in ms; past it the worker is stopped and
+   * the job fails with MECHINT_ERR_JOB_TIMEOUT (504). @default 0 (no limit)
+   */
+  readonly timeoutMs?: number;
+}
+
+export interface JobCloseOptions {
+  /** How long running jobs may go on to finish before they are cancelled, in ms. Queued jobs are cancelled at once. @default 0 */
+  readonly graceMs?: number;
 }
 
 /** Shapes a job's result for the HTTP body: one layer's result, or layer → result when the job had several. */
-export type ResultShaper = (layerResults: Record<string, unknown>) => unknown;
+export type ResultShaper = (outcome: import('../analysis/executor.js').ExecuteOutcome) => unknown;
 
 interface Job {
   id: string;
@@ -63,11 +76,12 @@ interface Job {
   results: unknown;
   error: MechIntError | null;
   worker: Worker | null;
+  timer: NodeJS.Timeout | null;
+  signal: AbortSignal | null;
+  onAbort: (() => void) | null;
   settled: Promise<void>;
   settle: () => void;
 }
-
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 422: 'Unprocessable Entity', 500: 'Internal Server Error', 503: 'Service Unavailable' };
 
 const RUNNING_TS = import.meta.url.endsWith('.ts');
 const WORKER_URL = new URL(RUNNING_TS ? './worker.ts' : './worker.js', import.meta.url);
@@ -80,28 +94,49 @@ function spawnWorker(options: WorkerOptions): Worker {
   return new Worker(code, { ...options, eval: true });
 }
 
+/** What `submit` needs besides the task. */
+export interface JobSubmitMeta {
+  readonly layerName: string | null;
+  readonly shape: ResultShaper;
+  /** Buffers that move to the worker instead of being copied. @default [] */
+  readonly transfer?: ArrayBuffer[];
+  /** Cancels the job when it aborts (e.g. the client of a synchronous request went away). @default none */
+  readonly signal?: AbortSignal;
+}
+
+const isActive = (job: Job) => job.state === 'queued' || job.state === 'running';
+
+const JOB_MANAGER_KEYS = Object.keys({ concurrency: 1, maxQueued: 1, retainMs: 1, maxRetained: 1, timeoutMs: 1 } satisfies Record<keyof JobManagerOptions, 1>);
+
 export class JobManager {
   private readonly jobs = new Map<string, Job>();
   private readonly queue: Job[] = [];
+  /** Worker slots taken: a slot is freed when its thread has exited, not merely been asked to. */
   private running = 0;
+  /** Live worker threads and the promise of their exit. */
+  private readonly threads = new Map<Worker, Promise<void>>();
   private readonly concurrency: number;
   private readonly maxQueued: number;
   private readonly retainMs: number;
   private readonly maxRetained: number;
-  private closed = false;
+  private readonly timeoutMs: number;
+  private closing: Promise<void> | null = null;
 
   constructor(options: JobManagerOptions = {}) {
+    checkKeys('JobManager option', options, JOB_MANAGER_KEYS);
     this.concurrency = positiveInt('concurrency', options.concurrency ?? Math.max(1, availableParallelism() - 1));
     this.maxQueued = positiveInt('maxQueued', options.maxQueued ?? 100);
     this.retainMs = options.retainMs ?? 3_600_000;
     this.maxRetained = positiveInt('maxRetained', options.maxRetained ?? 1000);
+    this.timeoutMs = nonNegative('timeoutMs', options.timeoutMs ?? 0);
   }
 
-  /** Queues a task; `transfer` buffers move to the worker instead of being copied. */
-  submit(task: AnalysisTask, meta: { layerName: string | null; shape: ResultShaper; transfer?: ArrayBuffer[] }): JobView {
-    if (this.closed) throw new ServerBusyError('The server is shutting down; no new jobs are accepted');
+  /** Queues a task; `transfer` buffers move to the worker instead of being copied; `signal` cancels it. */
+  submit(task: AnalysisTask, meta: JobSubmitMeta): JobView {
+    if (this.closing) throw new ServerBusyError('The server is shutting down; no new jobs are accepted');
     this.sweep();
     if (this.queue.length >= this.maxQueued) throw new ServerBusyError(`${this.queue.length} jobs are already waiting (the limit is ${this.maxQueued}); retry later`);
+    if (meta.signal?.aborted) throw new JobCancelledError('The job was cancelled before it started: its client went away');
     let settle!: () => void;
     const settled = new Promise<void>((r) => (settle = r));
     const job: Job = {
@@ -118,9 +153,16 @@ export class JobManager {
       results: undefined,
       error: null,
       worker: null,
+      timer: null,
+      signal: meta.signal ?? null,
+      onAbort: null,
       settled,
       settle,
     };
+    if (job.signal) {
+      job.onAbort = () => this.end(job, 'cancelled', undefined, new JobCancelledError(`Job ${job.id} was cancelled: its client went away`));
+      job.signal.addEventListener('abort', job.onAbort, { once: true });
+    }
     this.jobs.set(job.id, job);
     this.queue.push(job);
     this.pump();
@@ -144,7 +186,7 @@ export class JobManager {
       v.result = { analysis_type: job.task.analysisType, layer_name: job.layerName, results: job.results, timestamp: job.finished!.toISOString() };
     }
     if (job.error) {
-      v.error = { statusCode: job.error.statusCode, code: job.error.code, error: STATUS_TEXT[job.error.statusCode] ?? 'Error', message: job.error.message };
+      v.error = { statusCode: job.error.statusCode, code: job.error.code, error: STATUS_CODES[job.error.statusCode] ?? 'Error', message: job.error.message };
     }
     return v;
   }
@@ -157,19 +199,11 @@ export class JobManager {
     throw job.error ?? new InternalServerError(`Job ${id} ended without a result`);
   }
 
-  /** Cancels a queued or running job; a finished job is forgotten. Returns the job's last view. */
+  /** Cancels a queued or running job (its worker thread is terminated); a finished job is forgotten. Returns the job's last view. */
   cancel(id: string): JobView {
     const job = this.find(id);
-    if (job.state === 'queued' || job.state === 'running') {
-      const wasRunning = job.state === 'running';
-      const idx = this.queue.indexOf(job);
-      if (idx >= 0) this.queue.splice(idx, 1);
-      this.finish(job, 'cancelled', undefined, new JobCancelledError(`Job ${id} was cancelled`));
-      if (wasRunning) {
-        void job.worker?.terminate();
-        this.running--;
-        this.pump();
-      }
+    if (isActive(job)) {
+      this.end(job, 'cancelled', undefined, new JobCancelledError(`Job ${id} was cancelled`));
       return this.view(id);
     }
     const v = this.view(id);
@@ -177,18 +211,13 @@ export class JobManager {
     return v;
   }
 
-  /** Terminates every worker; queued and running jobs end cancelled. */
-  async close(): Promise<void> {
-    this.closed = true;
-    const workers: Promise<number>[] = [];
-    for (const job of this.jobs.values()) {
-      if (job.state === 'queued' || job.state === 'running') {
-        if (job.worker) workers.push(job.worker.terminate());
-        this.finish(job, 'cancelled', undefined, new JobCancelledError(`Job ${job.id} was cancelled: the server closed`));
-      }
-    }
-    this.queue.length = 0;
-    await Promise.allSettled(workers);
+  /**
+   * Stops taking jobs, cancels the queued ones, gives the running ones `graceMs` to finish, cancels
+   * the rest and resolves once every worker thread has exited. Calling it again returns the same promise.
+   */
+  close(options: JobCloseOptions = {}): Promise<void> {
+    this.closing ??= this.shutdown(nonNegative('graceMs', options.graceMs ?? 0));
+    return this.closing;
   }
 
   /** Counts by state (for /health). */
@@ -196,6 +225,24 @@ export class JobManager {
     const c: Record<JobState, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
     for (const j of this.jobs.values()) c[j.state]++;
     return c;
+  }
+
+  /** Worker threads alive now, including ones told to stop that have not exited yet (for /health and tests). */
+  liveWorkers(): number {
+    return this.threads.size;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    const closed = () => new JobCancelledError('The job was cancelled: the server closed');
+    for (const job of [...this.queue]) this.end(job, 'cancelled', undefined, closed());
+    const running = [...this.jobs.values()].filter((j) => j.state === 'running');
+    if (graceMs > 0 && running.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(running.map((j) => j.settled)), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+    }
+    for (const job of running) this.end(job, 'cancelled', undefined, closed());
+    await Promise.allSettled([...this.threads.values()]);
   }
 
   private find(id: string): Job {
@@ -216,18 +263,33 @@ export class JobManager {
     job.state = 'running';
     job.started = new Date();
     job.progress = { fraction: 0, stage: 'start' };
-    const worker = spawnWorker({ workerData: job.task, transferList: job.transfer });
+    let worker: Worker;
+    try {
+      worker = spawnWorker({ workerData: job.task, transferList: job.transfer });
+    } catch (err) {
+      this.running--;
+      this.end(job, 'failed', undefined, new InternalServerError(`The analysis worker could not start: ${(err as Error).message}`, { cause: err }));
+      return;
+    }
     job.worker = worker;
     job.transfer = [];
+    // The slot is freed when the thread is gone, so a stopped job never overlaps its successor.
+    const exited = new Promise<void>((resolve) =>
+      worker.once('exit', () => {
+        this.threads.delete(worker);
+        this.running--;
+        resolve();
+        this.pump();
+      }),
+    );
+    this.threads.set(worker, exited);
+    if (this.timeoutMs > 0) {
+      job.timer = setTimeout(() => this.end(job, 'failed', undefined, new JobTimeoutError(`Job ${job.id} (${job.task.analysisType}) ran longer than the server's limit of ${this.timeoutMs / 1000} s and was stopped; raise \`timeoutMs\` (\`mechint serve --job-timeout\`) or make the job smaller`)), this.timeoutMs);
+      job.timer.unref();
+    }
     const layers = job.task.layers;
-    const done = (state: JobState, results?: unknown, error?: MechIntError) => {
-      if (job.state !== 'running') return; // cancelled meanwhile
-      this.finish(job, state, results, error);
-      this.running--;
-      void worker.terminate();
-      this.pump();
-    };
     worker.on('message', (m: WorkerMessage) => {
+      if (job.worker !== worker) return; // ended meanwhile
       if (m.type === 'progress') {
         const p = m.progress;
         const i = Math.max(0, layers.indexOf(p.layer));
@@ -240,24 +302,43 @@ export class JobManager {
           ...(p.epochs === undefined ? {} : { epochs: p.epochs }),
         };
       } else if (m.type === 'result') {
-        done('succeeded', job.shape(m.result));
+        let shaped: unknown;
+        try {
+          shaped = job.shape(m.result);
+        } catch (err) {
+          this.end(job, 'failed', undefined, new InternalServerError(`The job's result could not be shaped: ${(err as Error).message}`, { cause: err }));
+          return;
+        }
+        this.end(job, 'succeeded', shaped);
       } else {
-        done('failed', undefined, new MechIntError(m.error.code, m.error.message, { statusCode: m.error.statusCode }));
+        this.end(job, 'failed', undefined, new MechIntError(m.error.code, m.error.message, { statusCode: m.error.statusCode }));
       }
     });
-    worker.on('error', (err) => done('failed', undefined, new InternalServerError(`The analysis worker crashed: ${err.message}`, { cause: err })));
-    worker.on('exit', (code) => done('failed', undefined, new InternalServerError(`The analysis worker exited (code ${code}) without a result`)));
+    worker.on('error', (err) => this.end(job, 'failed', undefined, new InternalServerError(`The analysis worker crashed: ${err.message}`, { cause: err })));
+    worker.on('exit', (code) => this.end(job, 'failed', undefined, new InternalServerError(`The analysis worker exited (code ${code}) without a result`)));
   }
 
-  private finish(job: Job, state: JobState, results?: unknown, error?: MechIntError): void {
+  /** The one way a job ends: records the outcome, stops its timer, signal and worker, and wakes its waiters. */
+  private end(job: Job, state: JobState, results?: unknown, error?: MechIntError): void {
+    if (!isActive(job)) return;
+    const queued = this.queue.indexOf(job);
+    if (queued >= 0) this.queue.splice(queued, 1);
     job.state = state;
     job.finished = new Date();
-    job.worker = null;
     if (state === 'succeeded') {
       job.results = results;
       job.progress = { ...job.progress, fraction: 1, stage: 'done' };
     }
     job.error = error ?? null;
+    if (job.timer) clearTimeout(job.timer);
+    job.timer = null;
+    if (job.signal && job.onAbort) job.signal.removeEventListener('abort', job.onAbort);
+    job.signal = null;
+    job.onAbort = null;
+    const worker = job.worker;
+    job.worker = null;
+    // Terminating a thread that already finished is harmless; its 'exit' frees the slot.
+    if (worker) worker.terminate().catch(() => undefined);
     job.settle();
   }
 
@@ -277,5 +358,10 @@ export class JobManager {
 
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 1) throw new ConfigError(`Expected \`${name}\` to be an integer >= 1; got \`${v}\``);
+  return v;
+}
+
+function nonNegative(name: string, v: number): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new ConfigError(`Expected \`${name}\` to be a finite number >= 0 (ms); got \`${String(v)}\``);
   return v;
 }

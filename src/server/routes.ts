@@ -14,20 +14,33 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import type { tf } from '../backend.js';
 import { MechIntConfig, type MechIntConfigInput } from '../config.js';
 import { BadRequestError, LayerNotFoundError, UnsupportedMediaError } from '../errors.js';
-import { analysisNames, getAnalysis } from '../analysis/registry.js';
+import { assertRunnable, findStoredResult, type ExecuteOutcome, type ExecuteRequest } from '../analysis/executor.js';
+import { analysisModule, analysisNames, requireAnalysis, runsInWorkers } from '../analysis/registry.js';
+import { MemoryResultsStore, type ResultsStore } from '../analysis/results-store.js';
+import { readerSource } from '../analysis/sources.js';
 import type { EvalData } from '../analysis/types.js';
+import { layerModules, loadModelFrom } from '../model/registry.js';
+import { isS3Url } from '../storage/store.js';
+import { snakeCase, type FieldMap } from '../options.js';
+import { jsonSafe } from '../report/results.js';
+import { viewFor } from '../report/views.js';
 import { bearerAuth } from './auth.js';
 import { CacheIndex } from './cache-index.js';
 import { errorBodySchema, mechintErrorHandler } from './errors.js';
 import { JobManager, type JobManagerOptions, type ResultShaper } from './jobs.js';
-import { assertRunnable, runTask, serializeEvalData, type AnalysisTask, type MatrixRows, type SerializedEvalData } from './task.js';
+import { runTask, serializeEvalData, storeFor, type AnalysisTask, type MatrixRows, type SerializedEvalData, type TaskStore } from './task.js';
+import { clientSignal } from './limits.js';
 import { parseUpload, removeRequestUploads, storeUploadedFile, type StoredUpload } from './upload.js';
 import * as S from './schemas.js';
 
 export interface MechIntRoutesOptions {
   /** The activation cache: a shard directory, an `s3://` URL, or a CacheIndex to share. @default config.storagePath */
   readonly cache?: string | CacheIndex;
-  /** The server's MechIntConfig; `analysisOptions[name]` are the defaults a request's `config` merges over. @default {} */
+  /**
+   * The server's MechIntConfig; `analysisOptions[name]` are the defaults a request's `config` merges
+   * over. @default the config the cache's manifest recorded (its sample_layers and analysis_options), so
+   * the server resolves options as the training run and its report did
+   */
   readonly config?: MechIntConfigInput;
   /** A model in this process. Analyses that need it then run inline (a model cannot cross into a worker). @default null */
   readonly model?: tf.LayersModel | null;
@@ -41,15 +54,20 @@ export interface MechIntRoutesOptions {
   readonly uploadLimit?: number;
   /** Where uploads are written while they are parsed (each under a random name, removed after the response). @default a fresh directory in os.tmpdir() */
   readonly uploadDir?: string;
-  /** Where analyses write files (SAE weights), one folder per request. @default none (not written) */
+  /**
+   * Where results and their files (SAE weights) go when the cache cannot hold them (S3, read-only,
+   * uploads). Results of the cache go into it (`analysis_results/`, recorded in its manifest).
+   * @default a fresh directory in os.tmpdir()
+   */
   readonly outputDir?: string;
   /** Require `Authorization: Bearer <key>` on these routes (buildApp checks the key app-wide instead). @default none */
   readonly apiKey?: string;
   /**
    * Analyses that run on the event loop when the layer has at most this many values (rows × dim);
-   * larger runs, and every analysis not listed, go to a worker thread. Neuron statistics stream
-   * and yield between blocks, so they stay inline far longer than PCA and k-means.
-   * @default { neuron: 16_000_000, feature: 2_000_000 }
+   * larger runs, and every analysis not listed, go to a worker thread, so no request holds the
+   * event loop for more than about 20 ms here (neuron statistics run at ~300 M values/s; PCA and
+   * k-means at ~1 M values/s).
+   * @default { neuron: 4_000_000, feature: 20_000 }
    */
   readonly inlineLimits?: Readonly<Record<string, number>>;
   /** Verify shard sha256 against the manifest the first time each is read. @default true */
@@ -74,21 +92,36 @@ interface UploadBody {
 }
 
 export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (app: FastifyInstance, opts: MechIntRoutesOptions) => {
-  const config = MechIntConfig.from(opts.config ?? {});
+  const given = MechIntConfig.from(opts.config ?? {});
+  const index = opts.cache instanceof CacheIndex ? opts.cache : new CacheIndex(opts.cache ?? given.storagePath, { verify: opts.verifyShards ?? true });
+  const config = opts.config === undefined ? await cacheConfig(index, given) : given;
   const configJson = config.toJSON();
-  const index = opts.cache instanceof CacheIndex ? opts.cache : new CacheIndex(opts.cache ?? config.storagePath, { verify: opts.verifyShards ?? true });
   const ownJobs = !(opts.jobs instanceof JobManager);
   const jobs = opts.jobs instanceof JobManager ? opts.jobs : new JobManager(opts.jobs ?? {});
   const ownUploadDir = opts.uploadDir === undefined;
   const uploadDir = opts.uploadDir ?? (await mkdtemp(join(tmpdir(), 'mechint-uploads-')));
   if (!ownUploadDir) await mkdir(uploadDir, { recursive: true, mode: 0o700 });
+  const ownScratch = opts.outputDir === undefined;
+  const scratch = opts.outputDir ?? (await mkdtemp(join(tmpdir(), 'mechint-results-')));
+  await mkdir(scratch, { recursive: true });
   const uploadLimit = opts.uploadLimit ?? 256 * 1024 * 1024;
-  const inlineLimits: Readonly<Record<string, number>> = { neuron: 16_000_000, feature: 2_000_000, ...opts.inlineLimits };
-  const model = opts.model ?? null;
+  const inlineLimits: Readonly<Record<string, number>> = { neuron: 4_000_000, feature: 20_000, ...opts.inlineLimits };
   const evalData = opts.evalData ?? null;
   let serializedEval: SerializedEvalData | undefined;
   const names = analysisNames();
-  const hasModel = model !== null || opts.modelPath !== undefined;
+  const hasModel = opts.model != null || opts.modelPath !== undefined;
+  const how = {
+    model: 'start the server with `mechint serve --model DIR` (or buildApp({ modelPath }))',
+    evalData: 'start the server with `mechint serve --eval-data FILE` (the eval_data.safetensors `mechint demo` writes), or pass `evalData` to buildApp',
+  };
+  // Results of the cache live beside its shards and in its manifest; uploads' only in this process.
+  const cacheStore: TaskStore = isS3Url(index.path) ? { kind: 'memory', scratch } : { kind: 'manifest', cacheDir: index.path, scratch };
+  const store = storeFor(cacheStore);
+  const uploadStoreSpec: TaskStore = { kind: 'memory', scratch };
+  const uploadStore = new MemoryResultsStore(scratch);
+  // The model in this thread: given, or loaded once from modelPath to key results by its weights (jobs load their own).
+  let localModel: Promise<tf.LayersModel> | null = opts.model ? Promise.resolve(opts.model) : null;
+  const modelHere = (): Promise<tf.LayersModel> | null => (localModel ??= opts.modelPath ? loadModelFrom(opts.modelPath) : null);
 
   app.decorate('mechint', { index, jobs, config });
   app.setErrorHandler(mechintErrorHandler);
@@ -97,8 +130,10 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
   await app.register(multipart, {
     attachFieldsToBody: 'keyValues',
     onFile: storeUploadedFile(uploadDir),
-    // One file and a few short fields; anything more is refused, not buffered.
-    limits: { fileSize: uploadLimit, files: 1, fields: 8, parts: 10, fieldSize: 64 * 1024, headerPairs: 100 },
+    // One file and a few short fields; anything more is refused, not buffered. fieldSize is in bytes:
+    // a `config` of up to 65,536 characters (the schema's maxLength, at most 4 bytes each) arrives
+    // whole, and a longer one arrives cut short and fails maxLength (400), never silently truncated.
+    limits: { fileSize: uploadLimit, files: 1, fields: 8, parts: 10, fieldSize: 256 * 1024 + 1, headerPairs: 100 },
   });
   // Before the answer leaves (so a client never sees a leftover file), and again if the request ended without one.
   app.addHook('onSend', async (request, _reply, payload) => {
@@ -110,61 +145,117 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
   app.removeContentTypeParser(['text/plain']);
   app.addHook('onClose', async () => {
     if (ownJobs) await jobs.close();
+    await Promise.allSettled([...saving]);
     if (ownUploadDir) await rm(uploadDir, { recursive: true, force: true });
+    if (ownScratch) await rm(scratch, { recursive: true, force: true });
+    if (localModel && !opts.model) (await localModel.catch(() => null))?.dispose();
   });
 
   /** Where a task runs: inline on this thread, or in a worker job. */
   function runsInline(analysisType: string, values: number): boolean {
     if (values <= (inlineLimits[analysisType] ?? -1)) return true;
-    // A model object lives in this thread only.
-    return getAnalysis(analysisType)?.needsModel === true && model !== null && opts.modelPath === undefined;
+    // An analysis registered in code (not from a plugin module) exists in this thread only.
+    if (!runsInWorkers(analysisType)) return true;
+    // A model object given in code lives in this thread only.
+    return requireAnalysis(analysisType).needs?.model === true && opts.model != null && opts.modelPath === undefined;
   }
 
-  function baseTask(analysisType: string, layers: string[], options: Record<string, unknown>, source: AnalysisTask['source']): AnalysisTask {
-    const def = getAnalysis(analysisType)!;
-    if (evalData && (def.needsModel || def.needsEvalData)) serializedEval ??= serializeEvalData(evalData);
+  function baseTask(analysisType: string, layers: string[], options: Record<string, unknown>, source: AnalysisTask['source'], taskStore: TaskStore): AnalysisTask {
+    const def = requireAnalysis(analysisType);
+    const usesModel = runsModel(analysisType);
+    if (evalData && usesModel) serializedEval ??= serializeEvalData(evalData);
     return {
       analysisType,
       layers,
-      options: { ...config.optionsFor(analysisType), ...options },
+      options,
       config: configJson,
       source,
-      ...(opts.outputDir === undefined ? {} : { outputDir: join(opts.outputDir, `${analysisType}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`) }),
-      ...(opts.modelPath === undefined ? {} : { modelPath: opts.modelPath }),
-      ...(serializedEval && (def.needsModel || def.needsEvalData) ? { evalData: serializedEval } : {}),
+      store: taskStore,
+      ...(opts.modelPath === undefined ? {} : { modelPath: opts.modelPath, layerModules: layerModules() }),
+      ...(analysisModule(analysisType) ? { analysisModules: [analysisModule(analysisType)!] } : {}),
+      ...(serializedEval && usesModel ? { evalData: serializedEval } : {}),
       blockRows: opts.blockRows ?? 8192,
     };
   }
 
+  /** Whether the analysis (or one it needs) runs the model or reads eval data. */
+  function runsModel(analysisType: string): boolean {
+    const def = requireAnalysis(analysisType);
+    return def.needs?.model === true || def.needs?.evalData === true || (def.needs?.analyses ?? []).some(runsModel);
+  }
+
+  /** Saves still being written; closing the app waits for them. */
+  const saving = new Set<Promise<void>>();
+
+  /** Records what a worker computed (a worker only finds results; this thread writes the manifest). */
+  function persist(outcome: ExecuteOutcome, into: ResultsStore): Promise<void> {
+    const all = Promise.all(
+      outcome.results
+        .filter((r) => r.origin === 'computed' && typeof r.result.error !== 'string')
+        .map((r) => into.save({ analysis: r.analysis, layer: r.layer, key: r.key, options: r.options, shards: r.shards }, r.result).then(
+          () => undefined,
+          (err: unknown) => app.log.warn(`Could not record the ${r.analysis} result of ${r.layer}: ${(err as Error).message}`),
+        )),
+    ).then(() => undefined);
+    saving.add(all);
+    void all.finally(() => saving.delete(all));
+    return all;
+  }
+
   /** Runs inline, or as a job (202 when async, else awaited; a client that hangs up cancels it). */
   async function dispatch(
+    request: FastifyRequest,
     reply: FastifyReply,
     task: AnalysisTask,
-    how: { inline: boolean; async: boolean; layerName: string | null; shape: ResultShaper; transfer?: ArrayBuffer[]; env?: Parameters<typeof runTask>[1] },
-  ): Promise<{ results: unknown } | null> {
-    if (how.inline && !how.async) return { results: how.shape(await runTask(task, { model, evalData, ...how.env })) };
-    const view = jobs.submit(task, { layerName: how.layerName, shape: how.shape, ...(how.transfer ? { transfer: how.transfer } : {}) });
+    how: { inline: boolean; async: boolean; layerName: string | null; shape: ResultShaper; into: ResultsStore; transfer?: ArrayBuffer[]; env?: Parameters<typeof runTask>[1] },
+  ): Promise<{ results: unknown; outcome: ExecuteOutcome | null } | null> {
+    if (how.inline && !how.async) {
+      const model = await modelHere();
+      const outcome = await runTask(task, { ...(model ? { model } : {}), evalData, store: how.into, persist: true, ...how.env });
+      return { results: how.shape(outcome), outcome };
+    }
+    let finished: ExecuteOutcome | null = null;
+    let saved: Promise<void> = Promise.resolve();
+    const shape: ResultShaper = (outcome) => {
+      saved = persist(outcome, how.into);
+      finished = outcome;
+      return how.shape(outcome);
+    };
+    // A waiting client that hangs up (even before this point) cancels the job and stops its worker.
+    const view = jobs.submit(task, { layerName: how.layerName, shape, ...(how.async ? {} : { signal: clientSignal(request) }), ...(how.transfer ? { transfer: how.transfer } : {}) });
     if (how.async) {
       const url = `/interpret/jobs/${view.job_id}`;
       void reply.code(202).header('location', url).send({ job_id: view.job_id, state: view.state, status_url: url });
       return null;
     }
-    const onClose = () => {
-      if (!reply.raw.writableFinished) {
-        try {
-          jobs.cancel(view.job_id);
-        } catch {
-          // already forgotten
-        }
-      }
-    };
-    reply.raw.once('close', onClose);
-    try {
-      return { results: await jobs.wait(view.job_id) };
-    } finally {
-      reply.raw.off('close', onClose);
-    }
+    const results = await jobs.wait(view.job_id);
+    await saved; // the next request finds what this one computed
+    return { results, outcome: finished };
   }
+
+  /** What the answer says of where a result came from, and what it was computed from. */
+  function provenance(outcome: ExecuteOutcome | null, analysisType: string, layer: string): Record<string, unknown> {
+    const own = outcome?.results.find((r) => r.analysis === analysisType && r.layer === layer);
+    const deps = outcome?.results.filter((r) => r !== own).map((r) => ({ analysis: r.analysis, layer: r.layer, origin: r.origin })) ?? [];
+    return { origin: own?.origin ?? 'computed', ...(deps.length ? { depends_on: deps } : {}) };
+  }
+
+  app.get('/interpret/analyses', { schema: analysesRoute }, async () => ({
+    analyses: analysisNames().map((name) => {
+      const def = requireAnalysis(name);
+      const needs = def.needs ?? {};
+      const runnable = (!needs.model || hasModel) && (!(needs.model || needs.evalData) || evalData !== null) && (needs.analyses ?? []).every((d) => !requireAnalysis(d).needs?.model || hasModel);
+      return {
+        name,
+        title: def.title,
+        description: def.description,
+        needs: { model: needs.model === true, eval_data: needs.evalData !== undefined && needs.evalData !== false, analyses: [...(needs.analyses ?? [])] },
+        runnable,
+        wide: viewFor(name).wide === true,
+        options: Object.entries(def.options.fields as FieldMap).map(([key, f]) => ({ name: snakeCase(key), type: f.type, default: f.defaultDoc ?? (typeof f.default === 'function' ? 'derived' : f.default), description: f.doc })),
+      };
+    }),
+  }));
 
   app.get('/interpret/layers', { schema: S.layersRoute }, async () => {
     const snap = await index.current();
@@ -173,19 +264,29 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
 
   app.post<{ Body: InterpretBody }>('/interpret', { schema: S.interpretRoute(names) }, async (request, reply) => {
     const { analysis_type: analysisType, layer_name: layerName, config: options = {} } = request.body;
-    assertRunnable(analysisType, hasModel, evalData !== null);
-    const { reader, layer, snapshot } = await index.layer(layerName);
-    const task = baseTask(analysisType, [layerName], options, { kind: 'cache', path: index.path, verify: opts.verifyShards ?? true });
-    task.contextLayers = config.sampleLayers?.filter((l) => snapshot.layers.some((s) => s.name === l)) ?? snapshot.layers.map((l) => l.name);
-    const out = await dispatch(reply, task, {
-      inline: runsInline(analysisType, layer.rows * layer.dim),
-      async: request.body.async === true,
-      layerName,
-      shape: (r) => r[layerName],
-      env: { reader },
-    });
+    requireAnalysis(analysisType).options.parse(options); // a typo is a 400 before any work
+    assertRunnable(analysisType, { model: hasModel, evalData: evalData !== null }, how);
+    const { reader, snapshot } = await index.layer(layerName);
+    const layer = snapshot.layers.find((l) => l.name === layerName)!;
+    const contextLayers = config.sampleLayers?.filter((l) => snapshot.layers.some((s) => s.name === l)) ?? snapshot.layers.map((l) => l.name);
+    const req: ExecuteRequest & { analyses: [string]; layers: [string] } = { analyses: [analysisType], layers: [layerName], contextLayers, config, options: { [analysisType]: options } };
+    // A stored result for the same key answers at once, without a worker.
+    const model = runsModel(analysisType) ? await modelHere() : null;
+    const stored = await findStoredResult(req, { source: readerSource(reader, opts.blockRows ?? 8192), model, evalData, store });
+    const task = baseTask(analysisType, [layerName], options, { kind: 'cache', path: index.path, verify: opts.verifyShards ?? true }, cacheStore);
+    task.contextLayers = contextLayers;
+    const out = stored
+      ? { results: stored.analyses[analysisType]![layerName], outcome: stored }
+      : await dispatch(request, reply, task, {
+          inline: runsInline(analysisType, layer.rows * layer.dim),
+          async: request.body.async === true,
+          layerName,
+          shape: (o) => o.analyses[analysisType]?.[layerName],
+          into: store,
+          env: { reader },
+        });
     if (!out) return reply;
-    return { analysis_type: analysisType, layer_name: layerName, results: out.results, timestamp: new Date().toISOString() };
+    return { analysis_type: analysisType, layer_name: layerName, results: jsonSafe(out.results), timestamp: new Date().toISOString(), ...provenance(out.outcome, analysisType, layerName) };
   });
 
   app.post<{ Body: UploadBody }>(
@@ -203,7 +304,8 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
       const analysisType = body.analysis_type;
       const layerName = body.layer_name ?? null;
       const options = parseConfigField(body.config);
-      assertRunnable(analysisType, hasModel, evalData !== null);
+      requireAnalysis(analysisType).options.parse(options);
+      assertRunnable(analysisType, { model: hasModel, evalData: evalData !== null }, how);
       const parsed = await parseUpload(body.file);
       let layers: Record<string, MatrixRows> = parsed.layers;
       if (layerName !== null) {
@@ -213,20 +315,21 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
       }
       const names_ = Object.keys(layers);
       const values = Object.values(layers).reduce((a, m) => a + m.rows.length, 0);
-      const task = baseTask(analysisType, names_, options, { kind: 'tensors', layers });
+      const task = baseTask(analysisType, names_, options, { kind: 'tensors', layers, id: parsed.sha256 }, uploadStoreSpec);
       const inlineRun = runsInline(analysisType, values);
-      const out = await dispatch(reply, task, {
+      const out = await dispatch(request, reply, task, {
         inline: inlineRun,
         async: body.async === true,
         layerName,
-        shape: (r) => (layerName === null ? r : r[layerName]),
+        into: uploadStore,
+        shape: (o) => (layerName === null ? o.analyses[analysisType] : o.analyses[analysisType]?.[layerName]),
         ...(inlineRun ? {} : { transfer: Object.values(layers).map((m) => m.rows.buffer as ArrayBuffer) }),
       });
       if (!out) return reply;
       return {
         analysis_type: analysisType,
         layer_name: layerName,
-        results: out.results,
+        results: jsonSafe(out.results),
         timestamp: new Date().toISOString(),
         file: { format: parsed.format, bytes: parsed.bytes, sha256: parsed.sha256, tensors: parsed.tensors },
       };
@@ -241,6 +344,44 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
     async (request) => jobs.cancel(request.params.id),
   );
 };
+
+const analysesRoute = {
+  summary: 'List the analyses this server knows: name, title, what each needs, whether it can run here, its options',
+  tags: ['interpret'],
+  response: {
+    200: {
+      type: 'object',
+      properties: {
+        analyses: {
+          type: 'array',
+          items: {
+            type: 'object',
+            properties: {
+              name: { type: 'string' }, title: { type: 'string' }, description: { type: 'string' },
+              needs: { type: 'object', properties: { model: { type: 'boolean' }, eval_data: { type: 'boolean' }, analyses: { type: 'array', items: { type: 'string' } } } },
+              runnable: { type: 'boolean', description: 'The server has what the analysis needs (the model, eval data)' },
+              wide: { type: 'boolean' },
+              options: { type: 'array', items: { type: 'object', additionalProperties: true } },
+            },
+          },
+        },
+      },
+      required: ['analyses'],
+    },
+  },
+} as const;
+
+/** The config a cache's manifest recorded (what the training run, and so its report, used), under the given one. */
+async function cacheConfig(index: CacheIndex, given: MechIntConfig): Promise<MechIntConfig> {
+  const recorded = (await index.current().catch(() => null))?.reader?.manifests[0]?.config as Record<string, unknown> | undefined;
+  if (!recorded) return given;
+  try {
+    const pick = Object.fromEntries(['sample_layers', 'analysis_options', 'analyses_to_run', 'enable_feature_steering'].filter((k) => recorded[k] !== undefined).map((k) => [k, recorded[k]]));
+    return new MechIntConfig({ ...given.toJSON(), ...pick } as never);
+  } catch {
+    return given; // a config of another version: the defaults it does not name still hold
+  }
+}
 
 function parseConfigField(text: string | undefined): Record<string, unknown> {
   if (text === undefined || text.trim() === '') return {};

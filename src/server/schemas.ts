@@ -47,6 +47,8 @@ const analysisResult = (extra: Record<string, unknown> = {}) => ({
     layer_name: { type: ['string', 'null'] },
     results: { description: 'The analysis result (the guide\'s keys: mean_activation, explained_variance, final_l0, ...); layer → result for a multi-tensor upload', ...anyObject },
     timestamp: { type: 'string', format: 'date-time' },
+    origin: { type: 'string', enum: ['computed', 'stored', 'given'], description: '`stored`: answered from a result already recorded for the same key (analysis, layer, options, shards, model, eval data); `computed`: computed for this request' },
+    depends_on: { type: 'array', items: anyObject, description: 'Results this one was computed from (steering ← the layer\'s SAE), each with its origin' },
     ...extra,
   },
   required: ['analysis_type', 'layer_name', 'results', 'timestamp'],
@@ -153,7 +155,8 @@ export const healthRoute = {
       properties: {
         status: { type: 'string' },
         uptime_s: { type: 'number' },
-        jobs: { type: 'object', additionalProperties: { type: 'integer' } },
+        jobs: { type: 'object', additionalProperties: { type: 'integer' }, description: 'Jobs by state' },
+        worker_threads: { type: 'integer', description: 'Analysis worker threads alive now (a cancelled job\'s thread is gone within moments)' },
       },
       required: ['status'],
     },

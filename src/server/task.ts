@@ -1,13 +1,16 @@
 /**
  * One analysis request as plain data (so it can cross into a worker thread) and the function that
- * runs it, used both inline on the event loop (small analyses) and inside job workers.
+ * runs it: the executor's `executeAnalyses`, called the same way inline on the event loop (small
+ * analyses) and inside job workers.
  */
-import { initBackend, tf } from '../backend.js';
+import { tf } from '../backend.js';
 import { MechIntConfig } from '../config.js';
-import { MechIntError, ModelRequiredError } from '../errors.js';
-import { getAnalysis } from '../analysis/registry.js';
-import type { AnalysisContext, AnalysisProgress, EvalData } from '../analysis/types.js';
-import { rowsFromMatrix, type RowSource } from '../storage/rows.js';
+import { executeAnalyses, type ExecuteOutcome } from '../analysis/executor.js';
+import { ManifestResultsStore, MemoryResultsStore, type ResultsStore } from '../analysis/results-store.js';
+import { loadPlugins } from '../analysis/plugins.js';
+import { matrixSource, readerSource } from '../analysis/sources.js';
+import type { AnalysisProgress, EvalData } from '../analysis/types.js';
+import { loadLayerModules, loadModelFrom } from '../model/registry.js';
 import { ShardReader } from '../storage/shard-reader.js';
 
 /** Rows of one uploaded tensor, flattened to `rows × dim`. */
@@ -18,7 +21,7 @@ export interface MatrixRows {
 
 export type TaskSource =
   | { kind: 'cache'; path: string; verify: boolean }
-  | { kind: 'tensors'; layers: Record<string, MatrixRows> };
+  | { kind: 'tensors'; layers: Record<string, MatrixRows>; id: string };
 
 /** A tensor as plain arrays (tf tensors cannot be posted to a worker). */
 export interface SerializedTensor {
@@ -37,21 +40,27 @@ export interface SerializedEvalData {
   probeTargets?: Record<string, { data: Float32Array; shape: number[] }>;
 }
 
+/** Where the task finds stored results and puts artifacts: the cache's manifest, or a scratch directory only. */
+export type TaskStore = { kind: 'manifest'; cacheDir: string; scratch: string } | { kind: 'memory'; scratch: string };
+
 export interface AnalysisTask {
   analysisType: string;
   /** Layers to analyse; with more than one, a layer that fails records `{ error, code }` and the others still run. */
   layers: string[];
   /** All sampled layers in model order, for analyses that relate layers (circuit). @default layers */
   contextLayers?: string[];
-  /** The request's `config`, merged over the server config's options for this analysis. */
+  /** The request's `config` (options of the analysis), over the server config's `analysisOptions`. */
   options: Record<string, unknown>;
   /** The server's MechIntConfig as JSON. */
   config: Record<string, unknown>;
   source: TaskSource;
-  /** Where analyses may write files (SAE weights); none when absent. */
-  outputDir?: string;
+  store: TaskStore;
   /** A tfjs model.json (or its directory) for analyses that need the model. */
   modelPath?: string;
+  /** Modules registering custom layers (the model registry's), for loading the model in a worker. */
+  layerModules?: string[];
+  /** Plugin modules of custom analyses, loaded in a worker before it runs. */
+  analysisModules?: string[];
   evalData?: SerializedEvalData;
   /** Rows per block read from the shards. @default 8192 */
   blockRows?: number;
@@ -62,6 +71,9 @@ export interface TaskEnv {
   reader?: ShardReader;
   model?: tf.LayersModel | null;
   evalData?: EvalData | null;
+  store?: ResultsStore;
+  /** Save each computed result in the store (the server's own thread; a worker leaves that to it). */
+  persist?: boolean;
   onProgress?: (p: AnalysisProgress) => void;
 }
 
@@ -100,84 +112,49 @@ export function deserializeEvalData(s: SerializedEvalData): EvalData {
   };
 }
 
-/** Checks up front what an analysis needs, so the request fails with a clear 422 before any work. */
-export function assertRunnable(analysisType: string, hasModel: boolean, hasEvalData: boolean): void {
-  const def = getAnalysis(analysisType);
-  if (!def) return;
-  if (def.needsModel && !hasModel) {
-    throw new ModelRequiredError(`The ${analysisType} analysis needs a model: start the server with \`mechint serve --model DIR\` (or buildApp({ modelPath }))`);
-  }
-  if (def.needsEvalData && !hasEvalData) {
-    throw new ModelRequiredError(`The ${analysisType} analysis needs eval data: pass \`evalData\` to buildApp`);
-  }
+export function storeFor(s: TaskStore): ResultsStore {
+  return s.kind === 'manifest' ? new ManifestResultsStore(s.cacheDir, s.scratch) : new MemoryResultsStore(s.scratch);
 }
 
-async function loadModel(path: string): Promise<tf.LayersModel> {
-  // Imported lazily: only analyses that run the model need the file IO handler.
-  const { fileSystem } = await import('../model/file-handler.js');
-  // mechint's own model (the demo's checkpoints) uses custom layers: make them known to tfjs.
-  (await import('../demo/neurofmx-mini.js')).registerNeuroFMXMiniLayers();
-  return tf.loadLayersModel(fileSystem(path));
-}
-
-/** Runs the task; resolves to layer → result. A single-layer task rejects with the analysis' error. */
-export async function runTask(task: AnalysisTask, env: TaskEnv = {}): Promise<Record<string, unknown>> {
-  const def = getAnalysis(task.analysisType);
-  if (!def) throw new MechIntError('MECHINT_ERR_BAD_REQUEST', `No analysis named \`${task.analysisType}\``, { statusCode: 400 });
-  const usesTf = def.name !== 'neuron' && def.name !== 'feature';
-  if (usesTf) await initBackend();
+/**
+ * Runs the task through the executor; resolves to its outcome (the results by layer, and every
+ * result with its key). A single-layer task rejects with the analysis' error. In a worker the
+ * store only finds results and places artifacts: the server records what was computed.
+ */
+export async function runTask(task: AnalysisTask, env: TaskEnv = {}): Promise<ExecuteOutcome> {
   const config = MechIntConfig.from(task.config);
   let model = env.model ?? null;
   let evalData = env.evalData ?? null;
   const owned: tf.Tensor[] = [];
-  if (def.needsModel && !model && task.modelPath) model = await loadModel(task.modelPath);
-  if (!evalData && task.evalData && (def.needsModel || def.needsEvalData)) {
-    evalData = deserializeEvalData(task.evalData);
-    for (const v of [evalData.inputs, evalData.targets, evalData.corruptedInputs]) {
-      if (v) owned.push(...(Array.isArray(v) ? v : isTensor(v) ? [v] : Object.values(v)));
-    }
-  }
-  assertRunnable(def.name, model !== null, evalData !== null);
-
-  let rowsOf: (layer: string) => RowSource;
-  const { source } = task;
-  if (source.kind === 'cache') {
-    const reader = env.reader ?? (await ShardReader.open(source.path, { verify: source.verify }));
-    rowsOf = (layer) => reader.rows(layer, { blockRows: task.blockRows ?? 8192 });
-  } else {
-    rowsOf = (layer) => {
-      const m = source.layers[layer];
-      if (!m) throw new MechIntError('MECHINT_ERR_LAYER_NOT_FOUND', `No layer \`${layer}\` in the upload`, { statusCode: 404 });
-      return rowsFromMatrix(m.rows, m.dim, task.blockRows ?? 8192, 'upload');
-    };
-  }
-
-  const out: Record<string, unknown> = {};
+  if (task.analysisModules) await loadPlugins(task.analysisModules);
+  if (task.layerModules) await loadLayerModules(task.layerModules);
   try {
-    for (const layer of task.layers) {
-      const ctx: AnalysisContext = {
-        layer,
-        config,
-        ...(task.outputDir === undefined ? {} : { outputDir: task.outputDir }),
-        model,
-        evalData,
-        previous: {},
-        layers: task.contextLayers ?? task.layers,
-        rowsOf,
-        ...(env.onProgress ? { onProgress: env.onProgress } : {}),
-      };
-      try {
-        env.onProgress?.({ analysis: def.name, layer, stage: 'start' });
-        out[layer] = await def.run(rowsOf(layer), task.options, ctx);
-        env.onProgress?.({ analysis: def.name, layer, stage: 'done' });
-      } catch (err) {
-        if (task.layers.length === 1) throw err;
-        out[layer] = err instanceof MechIntError ? { error: err.message, code: err.code } : { error: (err as Error).message };
+    if (!model && task.modelPath) model = await loadModelFrom(task.modelPath);
+    if (!evalData && task.evalData) {
+      evalData = deserializeEvalData(task.evalData);
+      for (const v of [evalData.inputs, evalData.targets, evalData.corruptedInputs]) {
+        if (v) owned.push(...(Array.isArray(v) ? v : isTensor(v) ? [v] : Object.values(v)));
       }
     }
+    const { source } = task;
+    const blockRows = task.blockRows ?? 8192;
+    const layerSource = source.kind === 'cache'
+      ? readerSource(env.reader ?? (await ShardReader.open(source.path, { verify: source.verify })), blockRows)
+      : matrixSource(source.layers, source.id, blockRows);
+    return await executeAnalyses(
+      { analyses: [task.analysisType], layers: task.layers, contextLayers: task.contextLayers ?? task.layers, config, options: { [task.analysisType]: task.options } },
+      {
+        source: layerSource,
+        model,
+        evalData,
+        store: env.store ?? storeFor(task.store),
+        persist: env.persist === true,
+        throwOnError: task.layers.length === 1,
+        ...(env.onProgress ? { onProgress: env.onProgress } : {}),
+      },
+    );
   } finally {
     for (const t of owned) t.dispose();
     if (model && model !== env.model) model.dispose();
   }
-  return out;
 }

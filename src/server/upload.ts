@@ -5,15 +5,16 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { MultipartFile } from '@fastify/multipart';
 import type { FastifyRequest } from 'fastify';
 import { FormatError, UnsupportedMediaError } from '../errors.js';
-import { numel, toFloat32, type DType } from '../formats/dtypes.js';
-import { readActivationFile, type ActivationFileFormat } from '../formats/read-any.js';
+import { numel, type DType } from '../formats/dtypes.js';
+import type { ActivationFileFormat } from '../formats/read-any.js';
+import { readFloat32OffThread } from '../formats/read-thread.js';
 import type { MatrixRows } from './task.js';
 
 /** What the onFile handler leaves in `body.file`. */
@@ -88,26 +89,39 @@ export function looksLikeActivationFile(head: Uint8Array): boolean {
   return zip || npy || pickle || safetensors;
 }
 
+/** The first bytes of a file (fewer when it is shorter). */
+async function readHead(path: string, length: number): Promise<Uint8Array> {
+  const fh = await open(path, 'r');
+  try {
+    const head = new Uint8Array(length);
+    const { bytesRead } = await fh.read(head, 0, length, 0);
+    return head.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
 /**
- * Reads an upload into float rows per tensor. `layerName` limits it to one tensor (404 naming the
- * ones the file has); without it, every non-empty tensor is a layer.
+ * Reads an upload into float rows per tensor, on a worker thread (an upload is untrusted: its
+ * inflating, unpickling and conversion must not hold up the server). Deflated `.pt` entries may
+ * expand to at most 16 × the upload's size, all together, and an entry that inflates past the
+ * size it declares is refused the moment it does.
  */
 export async function parseUpload(stored: StoredUpload): Promise<ParsedUpload> {
-  const bytes = new Uint8Array(await readFile(stored.path));
-  if (!looksLikeActivationFile(bytes.subarray(0, 16))) {
+  if (!looksLikeActivationFile(await readHead(stored.path, 16))) {
     throw new UnsupportedMediaError(
       `The uploaded file \`${stored.label}\` is not an activation file: expected safetensors, .npy or a torch.save .pt (checked by its first bytes, not its name)`,
     );
   }
-  const file = readActivationFile(bytes, stored.label);
+  const file = await readFloat32OffThread(stored.path, { source: stored.label, maxUncompressedBytes: Math.max(64 << 20, 16 * stored.bytes) });
   const layers: Record<string, MatrixRows> = {};
   const tensors: ParsedUpload['tensors'] = [];
   for (const [name, t] of Object.entries(file.tensors)) {
     tensors.push({ name, shape: t.shape, dtype: t.dtype });
     if (numel(t.shape) === 0) continue;
     const dim = t.shape.length <= 1 ? 1 : t.shape.at(-1)!;
-    // A copy, so the buffer can be transferred to a worker without detaching the file's bytes.
-    layers[name] = { rows: toFloat32(t).slice(), dim };
+    // Each tensor's values own their buffer, so it can be transferred to an analysis worker.
+    layers[name] = { rows: t.values, dim };
   }
   if (Object.keys(layers).length === 0) throw new FormatError(`The uploaded file \`${stored.label}\` holds no non-empty tensors`);
   return { format: file.format, sha256: stored.sha256, bytes: stored.bytes, tensors, layers };

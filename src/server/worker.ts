@@ -5,7 +5,7 @@ import { runTask, type AnalysisTask } from './task.js';
 
 export type WorkerMessage =
   | { type: 'progress'; progress: import('../analysis/types.js').AnalysisProgress }
-  | { type: 'result'; result: Record<string, unknown> }
+  | { type: 'result'; result: import('../analysis/executor.js').ExecuteOutcome }
   | { type: 'error'; error: { code: string; statusCode: number; message: string } };
 
 const port = parentPort;

@@ -5,16 +5,16 @@
  * read by byte range (file reads, or range GETs from S3).
  */
 import { createHash } from 'node:crypto';
-import { open, readFile, readdir, stat } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { MANIFEST_FILE, parseShardFileName } from '../constants.js';
-import { NoShardsError, ShardChecksumError, FormatError, LayerNotFoundError } from '../errors.js';
+import { parseShardFileName } from '../constants.js';
+import { FormatError, LayerNotFoundError, LimitError, NoShardsError, ShardChecksumError, ShardMissingError, UnsafePickleError, type MechIntError } from '../errors.js';
 import { DTYPE_BYTES, toFloat32, type DType } from '../formats/dtypes.js';
-import { readActivationFile } from '../formats/read-any.js';
+import { openActivationFile } from '../formats/open-any.js';
 import { parseHeaderJson, readHeaderLength, readSafetensorsHeader, type SafetensorsHeader } from '../formats/safetensors.js';
 import type { RowBatch, RowSource } from './rows.js';
 import { sha256File } from './atomic.js';
-import { parseManifest, readManifest, type Manifest, type ShardRecord } from './manifest.js';
+import { manifestsInDir, MANIFEST_NAME_PATTERN, parseAnyManifest, type Manifest, type OriginalManifest, type ShardRecord } from './manifest.js';
 import type { S3StoreOptions } from './s3-store.js';
 import { isS3Url, storeFromUrl, type Store } from './store.js';
 
@@ -57,18 +57,8 @@ export interface LayerSummary {
   steps: number[];
 }
 
-async function manifestsIn(dir: string): Promise<Manifest[]> {
-  const names = (await readdir(dir)).filter((f) => f === MANIFEST_FILE || /^manifest_rank_\d+\.json$/.test(f)).sort();
-  const out: Manifest[] = [];
-  for (const name of names) {
-    const m = await readManifest(dir, name);
-    if (m) out.push(m);
-  }
-  return out;
-}
-
 async function describe(path: string, record: ShardRecord | null): Promise<ShardInfo> {
-  if (!basename(path).endsWith('.safetensors')) return describeWholeFile(path);
+  if (!basename(path).endsWith('.safetensors')) return describeWholeFile(path, record);
   return describeHeader(basename(path), path, await readSafetensorsHeader(path), record);
 }
 
@@ -77,27 +67,33 @@ async function describe(path: string, record: ShardRecord | null): Promise<Shard
  * files have no byte ranges to stream: they are parsed whole, one file at a time, here for their
  * shapes and again when their rows are read.
  */
-async function describeWholeFile(path: string): Promise<ShardInfo> {
-  const bytes = await readFile(path);
-  const parsed = readActivationFile(bytes, path);
-  const file = basename(path);
-  const name = parseShardFileName(file);
-  const tensors: Record<string, ShardTensorInfo> = {};
-  for (const [layer, t] of Object.entries(parsed.tensors)) tensors[layer] = { dtype: t.dtype, shape: t.shape, start: 0, end: t.data.byteLength };
-  const meta = parsed.metadata;
-  const num = (v: string | undefined) => (v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : null);
-  return {
-    file,
-    path,
-    format: parsed.format,
-    shardId: name?.shardId ?? num(meta.shard_id),
-    globalStep: name?.globalStep ?? num(meta.global_step),
-    rank: name?.rank ?? num(meta.rank),
-    bytes: bytes.byteLength,
-    metadata: meta,
-    tensors,
-    record: null,
-  };
+async function describeWholeFile(path: string, record: ShardRecord | null): Promise<ShardInfo> {
+  const opened = await openActivationFile(path);
+  try {
+    const file = basename(path);
+    const name = parseShardFileName(file);
+    const tensors: Record<string, ShardTensorInfo> = {};
+    for (const layer of opened.tensorNames()) {
+      const t = opened.tensorInfo(layer);
+      tensors[layer] = { dtype: t.dtype, shape: t.shape, start: 0, end: t.byteLength };
+    }
+    const meta = opened.metadata;
+    const num = (v: string | undefined) => (v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : null);
+    return {
+      file,
+      path,
+      format: opened.format,
+      shardId: name?.shardId ?? num(meta.shard_id),
+      globalStep: name?.globalStep ?? num(meta.global_step),
+      rank: name?.rank ?? num(meta.rank),
+      bytes: opened.bytes,
+      metadata: meta,
+      tensors,
+      record,
+    };
+  } finally {
+    await opened.close();
+  }
 }
 
 /** The first bytes of a remote shard hold its header; one GET usually covers it, a second fetches the rest. */
@@ -142,33 +138,93 @@ export interface OpenShardsOptions {
   s3?: Omit<S3StoreOptions, 'bucket' | 'prefix'>;
   /** Read from this store instead of the one the path names (`path` is then only a label). */
   store?: Store;
+  /**
+   * A shard a manifest lists that is not there is an error (ShardMissingError, naming the files)
+   * unless this is true: then the others are read and `reader.missingShards` lists the missing
+   * ones, for the analyses to report. @default false
+   */
+  allowMissing?: boolean;
+  /**
+   * A shard whose file cannot be parsed (damaged header, refused pickle) fails the open unless
+   * this is true: then it is left out and listed in `reader.corruptShards` (what `mechint inspect`
+   * does). @default false
+   */
+  skipCorrupt?: boolean;
 }
 
-const MANIFEST_NAME = /^manifest(_rank_\d+)?\.json$/;
+/** A shard file left out because it cannot be parsed. */
+export interface CorruptShard {
+  file: string;
+  path: string;
+  bytes: number | null;
+  code: string;
+  message: string;
+}
+
+/** Errors that mean "this file is damaged or hostile", as opposed to "the disk cannot be read". */
+function isCorruption(err: unknown): err is MechIntError {
+  return err instanceof FormatError || err instanceof UnsafePickleError || err instanceof LimitError;
+}
+
+function sortShards(shards: ShardInfo[]): void {
+  shards.sort((a, b) => (a.rank ?? 0) - (b.rank ?? 0) || (a.shardId ?? 0) - (b.shardId ?? 0) || a.file.localeCompare(b.file));
+}
+
+function missingError(where: string, missing: string[], remoteOnly: string[], manifests: string[]): ShardMissingError {
+  const list = missing.length > 8 ? `${missing.slice(0, 8).join(', ')}, … (${missing.length} in all)` : missing.join(', ');
+  const remote = remoteOnly.length > 0 ? ` ${remoteOnly.length} of them were moved to S3 by storage_backend 's3' (read the s3:// URL instead).` : '';
+  return new ShardMissingError(
+    `${missing.length} shard(s) listed in ${manifests.join(', ') || 'the manifest'} are not in ${where}: ${list}.${remote} Restore them, or pass allowMissing: true (CLI: --allow-missing) to analyse the others and report the missing ones`,
+    missing,
+  );
+}
 
 /** The shards at a path: a directory (with or without a manifest) or one shard file. */
 export class ShardReader {
   readonly path: string;
   readonly shards: ShardInfo[];
+  /** mechint manifests (merged with their journals). */
   readonly manifests: Manifest[];
-  /** Files a manifest lists that are not on disk. */
-  readonly missing: string[];
+  /** Manifests of the original (Python) system: `manifest.json` as it writes it, or `manifest.original.json` kept by mechint. */
+  readonly originalManifests: OriginalManifest[];
+  /** Listed shards that are not there (only with allowMissing: true; otherwise opening failed). */
+  readonly missingShards: string[];
+  /** Shards left out because they cannot be parsed (only with skipCorrupt: true). */
+  readonly corruptShards: CorruptShard[];
   private readonly verify: boolean;
   private verified = new Set<string>();
   /** The store remote shards are read from; null for local paths. */
   private readonly store: Store | null;
 
-  private constructor(path: string, shards: ShardInfo[], manifests: Manifest[], verify: boolean, missing: string[] = [], store: Store | null = null) {
+  private constructor(
+    path: string,
+    shards: ShardInfo[],
+    manifests: Manifest[],
+    verify: boolean,
+    extra: { missing?: string[]; store?: Store | null; originals?: OriginalManifest[]; corrupt?: CorruptShard[] } = {},
+  ) {
     this.path = path;
-    this.missing = missing;
+    this.missingShards = extra.missing ?? [];
     this.shards = shards;
     this.manifests = manifests;
+    this.originalManifests = extra.originals ?? [];
+    this.corruptShards = extra.corrupt ?? [];
     this.verify = verify;
-    this.store = store;
+    this.store = extra.store ?? null;
+  }
+
+  /** Files a manifest lists that are not there (the same as missingShards). */
+  get missing(): string[] {
+    return this.missingShards;
+  }
+
+  /** The config the run recorded: the mechint manifest's, else the original system's. */
+  get config(): Record<string, unknown> | null {
+    return this.manifests[0]?.config ?? this.originalManifests[0]?.config ?? null;
   }
 
   static async open(path: string, options: OpenShardsOptions = {}): Promise<ShardReader> {
-    if (options.store || isS3Url(path)) return ShardReader.openStore(path, options.store ?? storeFromUrl(path, options.s3), options.verify ?? true);
+    if (options.store || isS3Url(path)) return ShardReader.openStore(path, options.store ?? storeFromUrl(path, options.s3), options);
     const abs = resolve(path);
     let st;
     try {
@@ -178,37 +234,55 @@ export class ShardReader {
     }
     const verify = options.verify ?? true;
     if (st.isFile()) {
-      const manifests = await manifestsIn(dirname(abs)).catch(() => []);
+      const { manifests, originals } = await manifestsInDir(dirname(abs)).catch(() => ({ manifests: [] as Manifest[], originals: [] as OriginalManifest[] }));
       const record = manifests.flatMap((m) => m.shards).find((s) => s.file === basename(abs)) ?? null;
-      return new ShardReader(abs, [await describe(abs, record)], manifests, verify);
+      return new ShardReader(abs, [await describe(abs, record)], manifests, verify, { originals });
     }
-    const manifests = await manifestsIn(abs);
+    const { manifests, originals } = await manifestsInDir(abs);
     const records = new Map(manifests.flatMap((m) => m.shards).map((s) => [s.file, s]));
-    const files = new Set(records.keys());
-    // Ours (.safetensors) and the original system's (.pt), by the guide's activations_shard_* naming.
+    const files = new Set([...records.keys(), ...originals.flatMap((o) => o.files)]);
+    // Ours (.safetensors, .pt) and the original system's (.pt), by the guide's activations_shard_* naming.
     for (const f of await readdir(abs)) if (parseShardFileName(f)) files.add(f);
     const shards: ShardInfo[] = [];
     const missing: string[] = [];
+    const remoteOnly: string[] = [];
+    const corrupt: CorruptShard[] = [];
     for (const f of files) {
       const p = join(abs, f);
-      const exists = await stat(p).then(() => true, () => false);
-      if (exists) shards.push(await describe(p, records.get(f) ?? null));
-      else missing.push(f);
+      const fileStat = await stat(p).catch(() => null);
+      if (!fileStat) {
+        missing.push(f);
+        const r = records.get(f);
+        if (r?.upload === 'uploaded' && r.uri.startsWith('s3://')) remoteOnly.push(f);
+        continue;
+      }
+      try {
+        shards.push(await describe(p, records.get(f) ?? null));
+      } catch (err) {
+        if (!options.skipCorrupt || !isCorruption(err)) throw err;
+        corrupt.push({ file: f, path: p, bytes: fileStat.size, code: err.code, message: err.message });
+      }
     }
-    if (shards.length === 0) {
+    const names = [...manifests.map(() => 'the manifest'), ...originals.map((o) => basename(o.source))];
+    if (missing.length > 0 && !options.allowMissing) throw missingError(path, missing.sort(), remoteOnly, [...new Set(names)]);
+    if (shards.length === 0 && corrupt.length === 0) {
       const why = missing.length > 0 ? `the manifest lists ${missing.length} shard(s) but none of the files exist` : 'expected activations_shard_*.safetensors (or .pt) files or a manifest.json listing them';
       throw new NoShardsError(`No shards in ${path}: ${why}`);
     }
-    shards.sort((a, b) => (a.rank ?? 0) - (b.rank ?? 0) || (a.shardId ?? 0) - (b.shardId ?? 0) || a.file.localeCompare(b.file));
-    return new ShardReader(abs, shards, manifests, verify, missing);
+    sortShards(shards);
+    return new ShardReader(abs, shards, manifests, verify, { missing: missing.sort(), originals, corrupt });
   }
 
   /** Shards in a store (S3): manifests and shards directly under its prefix, headers read by range. */
-  private static async openStore(label: string, store: Store, verify: boolean): Promise<ShardReader> {
+  private static async openStore(label: string, store: Store, options: OpenShardsOptions): Promise<ShardReader> {
+    const verify = options.verify ?? true;
     const objects = (await store.list()).filter((o) => !o.key.includes('/'));
     const manifests: Manifest[] = [];
-    for (const o of objects.filter((x) => MANIFEST_NAME.test(x.key))) {
-      manifests.push(parseManifest((await store.getBytes(o.key)).toString('utf8'), store.uri(o.key)));
+    const originals: OriginalManifest[] = [];
+    for (const o of objects.filter((x) => MANIFEST_NAME_PATTERN.test(x.key))) {
+      const any = parseAnyManifest((await store.getBytes(o.key)).toString('utf8'), store.uri(o.key));
+      if (any.kind === 'mechint') manifests.push(any.manifest);
+      else originals.push(any.manifest);
     }
     const records = new Map(manifests.flatMap((m) => m.shards).map((s) => [s.file, s]));
     const sizes = new Map(objects.map((o) => [o.key, o.size]));
@@ -216,17 +290,27 @@ export class ShardReader {
     for (const o of objects) if (parseShardFileName(o.key)?.ext === 'safetensors') files.add(o.key);
     const shards: ShardInfo[] = [];
     const missing: string[] = [];
+    const corrupt: CorruptShard[] = [];
     for (const f of files) {
       const size = sizes.get(f);
-      if (size === undefined) missing.push(f);
-      else shards.push(await describeRemote(store, f, size, records.get(f) ?? null));
+      if (size === undefined) {
+        missing.push(f);
+        continue;
+      }
+      try {
+        shards.push(await describeRemote(store, f, size, records.get(f) ?? null));
+      } catch (err) {
+        if (!options.skipCorrupt || !isCorruption(err)) throw err;
+        corrupt.push({ file: f, path: store.uri(f), bytes: size, code: err.code, message: err.message });
+      }
     }
-    if (shards.length === 0) {
+    if (missing.length > 0 && !options.allowMissing) throw missingError(store.url, missing.sort(), [], ['the manifest']);
+    if (shards.length === 0 && corrupt.length === 0) {
       const why = missing.length > 0 ? `the manifest lists ${missing.length} shard(s) but none of them is in the bucket` : 'expected activations_shard_*.safetensors objects or a manifest.json listing them';
       throw new NoShardsError(`No shards under ${store.url}: ${why}`);
     }
-    shards.sort((a, b) => (a.rank ?? 0) - (b.rank ?? 0) || (a.shardId ?? 0) - (b.shardId ?? 0) || a.file.localeCompare(b.file));
-    return new ShardReader(label, shards, manifests, verify, missing, store);
+    sortShards(shards);
+    return new ShardReader(label, shards, manifests, verify, { missing: missing.sort(), store, originals, corrupt });
   }
 
   /** The layers over all shards, with their shapes, rows and steps. */
@@ -311,13 +395,17 @@ async function* readRows(shard: ShardInfo, t: ShardTensorInfo, dim: number, bloc
 }
 
 async function* readWholeFileRows(shard: ShardInfo, layer: string, dim: number, blockRows: number): AsyncGenerator<RowBatch> {
-  const t = readActivationFile(await readFile(shard.path), shard.path).tensors[layer];
-  if (!t) throw new FormatError(`${shard.file} no longer holds \`${layer}\``);
-  const values = toFloat32(t);
-  const total = dim === 0 ? 0 : values.length / dim;
-  for (let row = 0; row < total; row += blockRows) {
-    const n = Math.min(blockRows, total - row);
-    yield { rows: values.subarray(row * dim, (row + n) * dim), nRows: n, dim, shard: shard.file, globalStep: shard.globalStep ?? undefined, rowOffset: row };
+  const file = await openActivationFile(shard.path);
+  try {
+    if (!file.tensorNames().includes(layer)) throw new FormatError(`${shard.file} no longer holds \`${layer}\``);
+    const total = dim === 0 ? 0 : file.tensorInfo(layer).shape.reduce((a, d) => a * d, 1) / dim;
+    for (let row = 0; row < total; row += blockRows) {
+      const n = Math.min(blockRows, total - row);
+      const rows = toFloat32(await file.readRows(layer, row, row + n));
+      yield { rows, nRows: n, dim, shard: shard.file, globalStep: shard.globalStep ?? undefined, rowOffset: row };
+    }
+  } finally {
+    await file.close();
   }
 }
 

@@ -7,7 +7,7 @@
 import { stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../logger.js';
-import type { Manifest, ShardRecord } from './manifest.js';
+import type { Manifest, ShardPatch, ShardRecord } from './manifest.js';
 import type { Store } from './store.js';
 import { UploadQueue, type UploadJob, type UploadQueueOptions } from './upload-queue.js';
 
@@ -24,8 +24,8 @@ export interface ShardUploaderOptions {
   queue?: UploadQueueSettings;
   /** The manifest as it is now. */
   manifest: () => Manifest;
-  /** Applies a change to the manifest and writes it, in order with the owner's other writes. */
-  update: (change: (m: Manifest) => void) => Promise<void>;
+  /** Records a change of one shard's record (its upload state), in order with the owner's other writes; false when no record has that file. */
+  update: (file: string, patch: ShardPatch) => Promise<boolean>;
 }
 
 export interface UploadWaitResult {
@@ -116,15 +116,7 @@ export class ShardUploader {
   private async uploaded(job: UploadJob): Promise<void> {
     if (job.key === this.o.manifestFile) return;
     const uri = this.store.uri(job.key);
-    let found = false;
-    await this.o.update((m) => {
-      const r = m.shards.find((s) => s.file === job.key);
-      if (!r) return;
-      found = true;
-      r.upload = 'uploaded';
-      r.remote_uri = uri;
-      if (!this.keepLocal) r.uri = uri;
-    });
+    const found = await this.o.update(job.key, { upload: 'uploaded', remote_uri: uri, ...(this.keepLocal ? {} : { uri }) });
     // The manifest says "uploaded" before the local copy goes: a crash in between loses nothing.
     if (found && !this.keepLocal) await unlink(join(this.o.dir, job.key)).catch(() => {});
     this.enqueueManifest();

@@ -8,9 +8,11 @@ import { resolve } from 'node:path';
 import { MANIFEST_FILE } from '../constants.js';
 import { NoShardsError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
-import { readManifest, writeManifest, type Manifest } from './manifest.js';
+import { ManifestLog } from './manifest-log.js';
+import { readManifest, type ShardPatch } from './manifest.js';
 import { ShardUploader, type UploadQueueSettings } from './shard-uploader.js';
 import type { Store } from './store.js';
+import { WriterLock } from './writer-lock.js';
 
 export interface SyncOptions {
   store: Store;
@@ -49,29 +51,36 @@ export async function syncDirectory(dir: string, options: SyncOptions): Promise<
   const report: SyncReport = { dir: abs, url: options.store.url, manifests: names, shards: 0, uploaded: 0, bytes: 0, already_there: 0, pending: 0, lost: [], seconds: 0, done: true };
   const logger = options.logger ?? silentLogger;
   for (const name of names) {
-    const manifest = (await readManifest(abs, name))!;
-    if (manifest.status === 'running') logger.warn(`${name} says a run is still writing (or one crashed); syncing what it lists`);
+    // The writer lock: a training run still writing this directory makes sync fail clearly.
+    const lock = await WriterLock.acquire(abs, name, 'sync');
+    let log: ManifestLog | null = null;
+    let uploader: ShardUploader | null = null;
     let chain: Promise<unknown> = Promise.resolve();
-    const uploader = new ShardUploader({
-      dir: abs,
-      manifestFile: name,
-      store: options.store,
-      keepLocal: options.keepLocal ?? true,
-      logger,
-      queue: options.queue,
-      manifest: () => manifest,
-      update: (change: (m: Manifest) => void) => {
-        const next = chain.then(async () => {
-          change(manifest);
-          await writeManifest(abs, manifest, name);
-        });
-        chain = next.catch(() => {});
-        return next;
-      },
-    });
     try {
+      const manifest = (await readManifest(abs, name))!;
+      if (manifest.status === 'running') logger.warn(`${name} says a run did not finish (it crashed or was killed); syncing what it lists`);
+      const journal = new ManifestLog(abs, name, manifest);
+      log = journal;
+      uploader = new ShardUploader({
+        dir: abs,
+        manifestFile: name,
+        store: options.store,
+        keepLocal: options.keepLocal ?? true,
+        logger,
+        queue: options.queue,
+        manifest: () => manifest,
+        update: (file: string, patch: ShardPatch) => {
+          const next = chain.then(async () => {
+            if (!manifest.shards.some((r) => r.file === file)) return false;
+            await journal.append({ op: 'update', file, patch });
+            return true;
+          });
+          chain = next.catch(() => {});
+          return next;
+        },
+      });
       report.lost.push(...(await uploader.resume(manifest)));
-      await writeManifest(abs, manifest, name);
+      await journal.compact();
       // Also when nothing was pending: the remote manifest may lag behind the local one.
       uploader.enqueueManifest();
       const r = await uploader.wait(options.timeoutMs ?? Infinity);
@@ -86,7 +95,10 @@ export async function syncDirectory(dir: string, options: SyncOptions): Promise<
       const halted = uploader.queue.haltedBy;
       if (halted) throw halted;
     } finally {
-      uploader.close();
+      uploader?.close();
+      await chain;
+      await log?.close().catch(() => {});
+      await lock.release();
     }
   }
   if (report.lost.length > 0) report.done = false;
