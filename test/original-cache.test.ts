@@ -100,3 +100,35 @@ test('mechint writing into an original cache keeps its manifest as manifest.orig
   await again.finish();
   assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('manifest')).sort(), ['manifest.json', 'manifest.original.json']);
 });
+
+test("analyze (every layer, as the original's runner) and serve answer on the original cache with NumPy's numbers", async () => {
+  const dir = await originalCache();
+  const meanOf = (layer: string) => {
+    const { shape } = expected.shards[FILES[0]!]!.layers[layer]!;
+    const d = shape.at(-1)!;
+    const values = FILES.flatMap((f) => expected.shards[f]!.layers[layer]!.values);
+    const n = values.length / d;
+    return Array.from({ length: d }, (_, j) => { let s = 0; for (let r = 0; r < n; r++) s += values[r * d + j]!; return s / n; });
+  };
+  const out = join(dir, '..', 'results');
+  const run = cli('analyze', dir, '--out', out, '--analyses', 'neuron', '--json');
+  assert.equal(run.status, 0, run.stderr);
+  assert.deepEqual([...JSON.parse(run.stdout).layers].sort(), [...LAYERS].sort(), 'every layer in the shards');
+  const results = JSON.parse(await readFile(join(out, 'mechint_results.json'), 'utf8')) as { analyses: { neuron: Record<string, { mean_activation: number[] }> } };
+  for (const layer of LAYERS) {
+    meanOf(layer).forEach((m, j) => assert.ok(Math.abs(results.analyses.neuron[layer]!.mean_activation[j]! - m) < 1e-5, `analyze ${layer}[${j}]`));
+  }
+
+  const { buildApp } = await import('../src/server/app.js');
+  const app = await buildApp({ cache: dir, apiKey: null });
+  try {
+    const layers = await app.inject({ url: '/interpret/layers' });
+    assert.equal(layers.statusCode, 200, layers.body);
+    assert.deepEqual((layers.json() as { layers: { name: string }[] }).layers.map((l) => l.name).sort(), [...LAYERS].sort());
+    const r = await app.inject({ method: 'POST', url: '/interpret', payload: { analysis_type: 'neuron', layer_name: 'popt' } });
+    assert.equal(r.statusCode, 200, r.body);
+    meanOf('popt').forEach((m, j) => assert.ok(Math.abs((r.json() as { results: { mean_activation: number[] } }).results.mean_activation[j]! - m) < 1e-5, `serve popt[${j}]`));
+  } finally {
+    await app.close();
+  }
+});

@@ -14,7 +14,7 @@
  */
 import { tf } from '../backend.js';
 import { executionOrder, recordActivations, tileBatch, watchLayer, withInterventionSync } from '../model/interventions.js';
-import { ConfigError, InsufficientDataError } from '../errors.js';
+import { InsufficientDataError } from '../errors.js';
 import { bool, boolean, defineOptions, int, orLiteral, type OptionInput, type OptionValues } from '../options.js';
 import { downstreamFeatures, upstreamFeatures, type Downstream, type Upstream } from './circuit-features.js';
 import { disposeInputs, firstSamples, round, topIndices, type ModelInputs } from '../model/model-runs.js';

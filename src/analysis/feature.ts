@@ -6,7 +6,7 @@
  */
 import { FormatError, InsufficientDataError } from '../errors.js';
 import { bool, defineOptions, int, integer, oneOf, orLiteral, type OptionInput, type OptionValues } from '../options.js';
-import { CovarianceAccumulator, symmetricEigen, type CovarianceKernel } from './linalg.js';
+import { CovarianceAccumulator, symmetricEigen } from './linalg.js';
 import { createRng, type Rng } from '../random.js';
 import { chooseK, kmeans } from './kmeans.js';
 import type { RowSource } from '../storage/rows.js';

@@ -8,7 +8,7 @@
  * from what `mechint demo` or `mechint analyze` already computed. A cache that cannot be written
  * (S3, read-only, a training run still writing) keeps new results in memory for the process.
  */
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { MANIFEST_FILE } from '../constants.js';
 import { appendAnalysisHistory } from '../storage/history.js';
@@ -134,7 +134,7 @@ export class ManifestResultsStore extends MemoryResultsStore {
   }
 
   override async record(records: StoredResultRecord[], entry: { analyses: string[]; layers: string[]; output?: string }): Promise<boolean> {
-    const rel = records.map((r) => ({ ...r, file: isAbsolute(r.file) ? relativeIfInside(this.cacheDir, r.file) : r.file }));
+    const rel = records.map((r) => ({ ...r, file: isAbsolute(r.file) ? portablePath(this.cacheDir, r.file) : r.file }));
     return this.serial(() => appendAnalysisHistory(this.cacheDir, { timestamp: new Date().toISOString(), ...entry, results: rel }));
   }
 
@@ -162,10 +162,14 @@ export class ManifestResultsStore extends MemoryResultsStore {
   }
 }
 
-/** Paths under the cache directory are stored relative to it, so the directory can move. */
-function relativeIfInside(root: string, path: string): string {
-  const rel = relative(root, path);
-  return rel.startsWith('..') && rel.split('/').filter((p) => p === '..').length > 1 ? path : rel;
+/**
+ * A results file inside the cache, or beside it (the demo's `../mechint_results/`), is recorded
+ * relative to the cache so the two can move together; one elsewhere keeps its absolute path.
+ */
+function portablePath(cacheDir: string, path: string): string {
+  const rel = relative(cacheDir, path);
+  const ups = rel.split('/').filter((p) => p === '..').length;
+  return ups <= 1 ? rel : path;
 }
 
 /** Absolute file paths under `from` become relative to it (a result's artifacts travel with its file). */
@@ -180,9 +184,4 @@ export function relocate(value: unknown, from: string): unknown {
 export function absolutize(result: Record<string, unknown>, dir: string): Record<string, unknown> {
   const f = result.weights_file;
   return typeof f === 'string' && f !== '' && !isAbsolute(f) ? { ...result, weights_file: join(dir, f) } : result;
-}
-
-export async function writeResultFile(path: string, value: unknown): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  await writeFile(path, JSON.stringify(value, null, 2) + '\n');
 }

@@ -78,7 +78,7 @@ function figure(c: RenderedChart): string {
 }
 
 /** Renders the whole page; `charts` are the ones chartSet made (so the Markdown can share the files). */
-export async function renderHtml(results: EvalResults, meta: { shards_path?: string; created?: string } = {}): Promise<{ html: string; charts: RenderedChart[] }> {
+export async function renderHtml(results: EvalResults, meta: { shards_path?: string; created?: string; missing_shards?: string[] } = {}): Promise<{ html: string; charts: RenderedChart[] }> {
   const all: RenderedChart[] = [];
   const sections: string[] = [];
   for (const [name, byLayer] of Object.entries(results.analyses)) {
@@ -109,7 +109,7 @@ export async function renderHtml(results: EvalResults, meta: { shards_path?: str
   const names = Object.keys(results.analyses);
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mechint report</title><meta name="viewport" content="width=device-width, initial-scale=1"><style>${STYLE}</style></head>
-<body><header><h1>Mechanistic interpretability report</h1><div>${meta.shards_path ? `Shards: <code>${esc(meta.shards_path)}</code>. ` : ''}${meta.created ? `Run ${esc(meta.created)}.` : ''}</div>
+<body><header><h1>Mechanistic interpretability report</h1><div>${meta.shards_path ? `Shards: <code>${esc(meta.shards_path)}</code>. ` : ''}${meta.created ? `Run ${esc(meta.created)}.` : ''}${meta.missing_shards?.length ? ` <strong>Partial:</strong> ${meta.missing_shards.length} listed shard(s) were missing and not read: ${meta.missing_shards.map((f) => `<code>${esc(f)}</code>`).join(', ')}.` : ''}</div>
 <nav>${names.map((n) => `<a href="#${esc(n)}">${esc(analysisTitle(n))}</a>`).join('')}</nav></header>
 <main>${sections.join('\n')}</main></body></html>
 `;

@@ -76,7 +76,8 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-function processAlive(pid: number): boolean {
+/** Whether a process of this host is alive (EPERM: alive, not ours to signal). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -16,6 +16,7 @@ import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { StorageLockedError } from '../errors.js';
 import { toStorageError } from './storage-errors.js';
+import { processAlive } from './atomic.js';
 
 export interface LockInfo {
   pid: number;
@@ -30,15 +31,6 @@ export interface LockInfo {
 /** The lock file of a manifest: `manifest.json` → `manifest.lock`. */
 export function lockFileName(manifestFile: string): string {
   return manifestFile.replace(/\.json$/, '') + '.lock';
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Locks held in this process, by path: a second writer in the same process is refused too (or waits while the first closes). */
