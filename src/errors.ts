@@ -258,3 +258,17 @@ export class NonFiniteError extends MechIntError {
     super('MECHINT_ERR_NON_FINITE', message, { statusCode: 422 });
   }
 }
+
+/** The job queue (Redis, `mechint serve --queue`) cannot be reached within its timeout; retry once it is back. */
+export class QueueUnavailableError extends MechIntError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super('MECHINT_ERR_QUEUE_UNAVAILABLE', message, { statusCode: 503, ...options });
+  }
+}
+
+/** The job queue already holds its limit of waiting jobs (`maxQueued` of the Redis queue); retry later. */
+export class QueueFullError extends MechIntError {
+  constructor(message: string) {
+    super('MECHINT_ERR_QUEUE_FULL', message, { statusCode: 429 });
+  }
+}

@@ -148,6 +148,8 @@ export interface OptionsSchema<S extends FieldMap> {
   resolve(input: unknown, ctx?: Omit<DeriveContext, 'values'>): OptionValues<S>;
   /** The docs table: option, snake_case, type, default, description. */
   docsTable(): string;
+  /** The same options plus `more` (the cross-field check still applies). */
+  extend<M extends FieldMap>(more: M): OptionsSchema<S & M>;
 }
 
 export function defineOptions<S extends FieldMap>(
@@ -205,7 +207,21 @@ export function defineOptions<S extends FieldMap>(
     return ['| option | snake_case | type | default | description |', '| --- | --- | --- | --- | --- |', ...rows].join('\n');
   }
 
-  return { label, fields, parse, resolve, docsTable };
+  const extend = <M extends FieldMap>(more: M): OptionsSchema<S & M> =>
+    defineOptions(label, { ...fields, ...more } as S & M, refine as ((values: OptionValues<S & M>, ctx: Omit<DeriveContext, 'values'>) => void) | undefined);
+
+  return { label, fields, parse, resolve, docsTable, extend };
+}
+
+/** Which training steps an analysis reads: every step, the last one, or an inclusive range of global steps. */
+export type StepSelection = 'all' | 'last' | [number, number];
+
+export function steps(c: Common<StepSelection>): Field<StepSelection> {
+  return field("'all' | 'last' | [from, to]", c, (v) => {
+    if (v === 'all' || v === 'last') return v;
+    if (Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0) && v[0] <= v[1]) return [v[0], v[1]];
+    return expect("'all', 'last', or [from, to]: two global steps, from <= to");
+  });
 }
 
 /** A ConfigError for a cross-field check, worded like the others. */

@@ -17,7 +17,7 @@ import { DEMO_LAYERS, runDemo, type DemoSummary } from '../src/demo/run.js';
 import { TEST_OUTPUT, chartMarks, launchChromium, requireChromium, total, watchErrors } from './browser-helpers.js';
 
 /** Every analysis the server can run gets a panel, in the registry's order (GET /interpret/analyses). */
-const PANELS = ['neuron', 'feature', 'sae', 'dynamics', 'probe', 'causal', 'circuit', 'steering'];
+const PANELS = ['neuron', 'feature', 'sae', 'dynamics', 'probe', 'causal', 'circuit', 'steering', 'cards'];
 
 let dir: string;
 let demo: DemoSummary;

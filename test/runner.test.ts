@@ -121,7 +121,7 @@ test('mechint analyze (built CLI) writes results and report; a path without shar
   const summary = JSON.parse(ok.stdout);
   assert.deepEqual(summary.layers, ['relu_layer', 'seq']);
   assert.deepEqual(summary.errors, []);
-  assert.deepEqual((await readdir(join(dir, 'res'))).sort(), ['charts', 'mechint_report.md', 'mechint_results.json', 'report.html', 'sae']);
+  assert.deepEqual((await readdir(join(dir, 'res'))).sort(), ['charts', 'mechint_report.md', 'mechint_results.json', 'report.html', 'sae', 'saelens']);
   assert.ok(!ok.stderr.includes('Hi, looks like'), 'no tfjs banner');
   const none = spawnSync(process.execPath, ['bin/mechint.js', 'analyze', join(dir, 'res'), '--out', join(dir, 'x')], { encoding: 'utf8' });
   assert.notEqual(none.status, 0);

@@ -11,7 +11,8 @@
 import { createHash } from 'node:crypto';
 import { initBackend } from '../backend.js';
 import type { MechIntConfig } from '../config.js';
-import { DependencyError, LayerNotFoundError, MechIntError, ModelRequiredError, NonFiniteError } from '../errors.js';
+import { ConfigError, DependencyError, LayerNotFoundError, MechIntError, ModelRequiredError, NonFiniteError } from '../errors.js';
+import type { StepSelection } from '../options.js';
 import { ALL_EVAL_DATA_PARTS, evalDataFingerprint, modelFingerprint } from '../model/fingerprint.js';
 import type { tf } from '../backend.js';
 import type { RowSource } from '../storage/rows.js';
@@ -31,6 +32,8 @@ export interface LayerSource {
   rows(layer: string): RowSource;
   /** Identities of what `layer`'s rows were read from (shard sha256 where known). */
   shardIds(layer: string): string[];
+  /** The global steps of the shards holding `layer`, ascending (none for uploads). */
+  steps(layer: string): number[];
 }
 
 export interface ExecuteRequest {
@@ -80,6 +83,25 @@ export interface ExecuteOutcome {
   analyses: AnalysisResults;
   /** Every result of the run, dependencies included, in the order they were settled. */
   results: ExecutedResult[];
+}
+
+/**
+ * The steps a selection reads from a layer's steps: null for all of them (and for rows that carry
+ * no step, as uploads). An empty selection is an error naming the steps there are.
+ */
+export function selectSteps(have: readonly number[], selection: StepSelection, layer: string): { steps: number[] | null } {
+  if (selection === 'all' || have.length === 0) return { steps: null };
+  const picked = selection === 'last' ? [have.at(-1)!] : have.filter((s) => s >= selection[0] && s <= selection[1]);
+  if (picked.length === 0) throw new ConfigError(`No shards of \`${layer}\` at global steps ${selection[0]}–${selection[1]}; it has steps ${have.join(', ')}`);
+  return { steps: picked };
+}
+
+function stepRows(source: RowSource, steps: readonly number[] | null): RowSource {
+  if (steps === null) return source;
+  const keep = new Set(steps);
+  return async function* () {
+    for await (const b of source()) if (b.globalStep === undefined || keep.has(b.globalStep)) yield b;
+  };
 }
 
 /** sha256 of canonical JSON (sorted keys), so equal parts give equal keys in any process. */
@@ -241,17 +263,22 @@ class Execution {
       ...(this.env.onProgress ? { onProgress: this.env.onProgress } : {}),
     };
     const nonFinite: NonFiniteCount = { values: 0, rows: 0, seen: 0 };
-    const rows: RowSource = def.readsRows === false ? async function* () {} : finiteRows(this.env.source.rows(layer), nonFinite);
+    // `steps` is the executor's: it picks the rows; the analysis gets the rest of its options.
+    const { steps: selection, ...options } = unit.options as { steps?: StepSelection };
+    const selected = def.readsRows === false ? null : selectSteps(this.env.source.steps(layer), selection ?? 'all', layer);
+    const rows: RowSource = selected === null ? async function* () {} : finiteRows(stepRows(this.env.source.rows(layer), selected.steps), nonFinite);
     let result: Record<string, unknown>;
     try {
-      result = (await def.run(rows, unit.options, ctx)) as Record<string, unknown>;
+      result = (await def.run(rows, options, ctx)) as Record<string, unknown>;
     } catch (err) {
       if (nonFinite.rows > 0 && nonFinite.rows === nonFinite.seen) {
         throw new NonFiniteError(`Every row of \`${layer}\` (${nonFinite.rows}) holds NaN or ±Infinity (${nonFinite.values} values), so the ${def.name} analysis has nothing to read`);
       }
       throw err;
     }
-    if (def.readsRows !== false) result = { ...result, non_finite: { values: nonFinite.values, rows_excluded: nonFinite.rows, rows_read: nonFinite.seen } };
+    if (selected !== null) {
+      result = { ...result, step_selection: { selection: selection ?? 'all', read: selected.steps ?? this.env.source.steps(layer) }, non_finite: { values: nonFinite.values, rows_excluded: nonFinite.rows, rows_read: nonFinite.seen } };
+    }
     const used = [...(def.needs?.analyses ?? []), ...(def.needs?.optional ?? [])].flatMap((dep) =>
       this.results.filter((r) => r.analysis === dep && (r.layer === layer || def.needs?.optional?.includes(dep))).map((r) => ({ analysis: dep, layer: r.layer, origin: r.origin, key: r.key })),
     );

@@ -1,6 +1,8 @@
 /** The analyses, registered by name in one place (nothing registers itself on import). */
 import { ConfigError } from '../errors.js';
+import { steps } from '../options.js';
 import { closest } from '../suggest.js';
+import { cardsAnalysis } from './cards.js';
 import { causalAnalysis } from './causal.js';
 import { circuitAnalysis } from './circuit.js';
 import type { AnalysisDefinition } from './definition.js';
@@ -14,7 +16,16 @@ import { steeringAnalysis } from './steering.js';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each definition keeps its own option and result types
 type AnyDefinition = AnalysisDefinition<any, object>;
 
-const builtins: AnyDefinition[] = [neuronAnalysis, featureAnalysis, saeAnalysis, dynamicsAnalysis, probeAnalysis, causalAnalysis, circuitAnalysis, steeringAnalysis];
+/** Every analysis that reads captured rows takes the training steps it reads (the executor selects them). */
+const STEPS_OPTION = {
+  steps: steps({ default: 'all', doc: "Training steps whose rows are read: 'all', 'last' (the shards of the last global step: the trained model), or [from, to] global steps, inclusive." }),
+};
+
+function withSteps(def: AnyDefinition): AnyDefinition {
+  return def.readsRows === false || Object.hasOwn(def.options.fields, 'steps') ? def : { ...def, options: def.options.extend(STEPS_OPTION) };
+}
+
+const builtins: AnyDefinition[] = [neuronAnalysis, featureAnalysis, saeAnalysis, dynamicsAnalysis, probeAnalysis, causalAnalysis, circuitAnalysis, steeringAnalysis, cardsAnalysis].map(withSteps);
 const BUILTIN_NAMES = new Set(builtins.map((d) => d.name));
 
 const registry = new Map<string, AnyDefinition>(builtins.map((a) => [a.name, a]));
@@ -53,11 +64,11 @@ export function registerAnalysis(def: AnyDefinition, options: { module?: string 
   if (typeof def?.name !== 'string' || !/^[a-z][a-z0-9_-]{0,63}$/i.test(def.name)) {
     throw new ConfigError(`Expected the analysis \`name\` to be 1-64 letters, digits, _ or - starting with a letter; got \`${String(def?.name)}\``);
   }
-  if (BUILTIN_NAMES.has(def.name) && registry.get(def.name) !== def) throw new ConfigError(`\`${def.name}\` is a built-in analysis; register yours under another name`);
+  if (BUILTIN_NAMES.has(def.name)) throw new ConfigError(`\`${def.name}\` is a built-in analysis; register yours under another name`);
   if (typeof def.run !== 'function' || !def.options || typeof def.options.resolve !== 'function') {
     throw new ConfigError(`Analysis \`${def.name}\` needs \`run\` and \`options\` (a schema from defineOptions; defineOptions('${def.name} option', {}) for none)`);
   }
-  registry.set(def.name, def);
+  registry.set(def.name, withSteps(def));
   if (options.module) modules.set(def.name, options.module);
   else modules.delete(def.name);
 }

@@ -1,4 +1,5 @@
 /** The typed shape of analysis results: analysis → layer → result, or `{ error }` for a layer that failed. */
+import type { CardsResult } from './cards.js';
 import type { CausalResult } from './causal.js';
 import type { CircuitResult } from './circuit.js';
 import type { DynamicsResult } from './dynamics.js';
@@ -21,6 +22,7 @@ export interface AnalysisResultMap {
   causal: CausalResult;
   circuit: CircuitResult;
   steering: SteeringResult;
+  cards: CardsResult;
 }
 
 /** What a layer records when its analysis could not run or failed; the other layers still run. */
@@ -33,6 +35,8 @@ export interface AnalysisErrorResult {
 export interface ExecutionNotes {
   /** Rows read from the shards (analyses that read rows): non-finite values met and rows excluded for them. */
   non_finite?: { values: number; rows_excluded: number; rows_read: number };
+  /** The training steps whose rows it read: the selection (the `steps` option) and the steps it covered. */
+  step_selection?: { selection: 'all' | 'last' | [number, number]; read: number[] };
   /** Results this one was computed from (steering ← the layer's SAE), each with where it came from. */
   depends_on?: { analysis: string; layer: string; origin: 'computed' | 'stored' | 'given'; key: string }[];
 }

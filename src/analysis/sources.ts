@@ -13,6 +13,7 @@ export function readerSource(reader: ShardReader, blockRows = 8192): LayerSource
     layerNames: () => reader.layers().map((l) => l.name),
     rows: (layer) => reader.rows(layer, { blockRows }),
     shardIds: (layer) => reader.shards.filter((s) => s.tensors[layer]).map((s) => s.record?.sha256 ?? `${s.file}:${s.bytes}`),
+    steps: (layer) => [...(reader.layers().find((l) => l.name === layer)?.steps ?? [])].sort((a, b) => a - b),
   };
 }
 
@@ -30,5 +31,6 @@ export function matrixSource(layers: Readonly<Record<string, { rows: Float32Arra
       return rowsFromMatrix(m.rows, m.dim, blockRows, label === 'the upload' ? 'upload' : label);
     },
     shardIds: (layer) => [`${id}:${layer}`],
+    steps: () => [],
   };
 }

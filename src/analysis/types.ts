@@ -13,6 +13,20 @@ export interface EvalData {
   corruptedInputs?: tf.Tensor | tf.Tensor[];
   /** Arrays a linear probe predicts from each layer: name → values with batch first ([N, k] or [N, T, k]). */
   probeTargets?: Record<string, { data: Float32Array; shape: number[] }>;
+  /**
+   * Known quantities the `cards` analysis relates each SAE latent to: name → one value per sample
+   * (`shape` [N]) or per position ([N, T], lined up with a [N, T, D] layer). Continuous, or
+   * categorical with `categorical: true`, whose values are class codes (integers stored as floats).
+   */
+  covariates?: Record<string, Covariate>;
+}
+
+/** One covariate: values with samples first, [N] or [N, T]; `categorical` marks class codes. */
+export interface Covariate {
+  data: Float32Array;
+  shape: number[];
+  /** Values are class codes (compared by equality, not magnitude). @default false */
+  categorical?: boolean;
 }
 
 export interface AnalysisProgress {

@@ -27,6 +27,7 @@ export interface AnalyzeFlags extends S3Flags {
   config?: string;
   plugin?: string[];
   allowMissing?: boolean;
+  steps?: string;
   saeArch?: string;
   saeLatents?: string;
   saeK?: string;
@@ -55,6 +56,16 @@ async function configFile(path: string): Promise<Record<string, unknown>> {
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`Expected \`--config ${path}\` to hold a JSON object of MechIntConfig options`);
   return v as Record<string, unknown>;
+}
+
+/** `--steps all|last|FROM-TO`: the training steps every row-reading analysis reads. */
+function stepsFlag(value: string | undefined): 'all' | 'last' | [number, number] | undefined {
+  if (value === undefined) return undefined;
+  const v = value.trim();
+  if (v === 'all' || v === 'last') return v;
+  const m = /^(\d+)\s*[-:]\s*(\d+)$/.exec(v);
+  if (m && Number(m[1]) <= Number(m[2])) return [Number(m[1]), Number(m[2])];
+  throw new ConfigError(`Expected \`--steps\` to be all, last, or FROM-TO (global steps, FROM <= TO, e.g. 200-600); got \`${value}\``);
 }
 
 /** Analyses named by --analyses, checked in the flag's own terms. */
@@ -87,6 +98,11 @@ export async function analyzeConfig(flags: AnalyzeFlags): Promise<MechIntConfig>
   if (Object.keys(sae).length > 0 || seed !== undefined) analysisOptions.sae = { ...sae, ...(seed === undefined ? {} : { seed }) };
   if (seed !== undefined) analysisOptions.feature = { ...fileOptions.feature, seed };
   const analyses = analysesFlag(flags.analyses);
+  const selection = stepsFlag(flags.steps);
+  if (selection !== undefined) {
+    const names = analyses ?? (base.analysesToRun as string[] | undefined) ?? ['sae', 'neuron', 'feature'];
+    for (const n of names) if (getAnalysis(n)?.readsRows !== false) analysisOptions[n] = { ...analysisOptions[n], steps: selection };
+  }
   return new MechIntConfig({
     verbose: false,
     ...base,
@@ -166,6 +182,7 @@ export function registerAnalyzeCommand(program: Command): Command {
     .option('--sae-epochs <n>', 'SAE training epochs')
     .option('--seed <n>', 'seed for SAE and clustering')
     .option('--block-rows <n>', 'rows read per block (the memory bound)')
+    .option('--steps <steps>', 'training steps the analyses read: all (default), last (the trained model), or FROM-TO global steps')
     .option('--allow-missing', 'analyse the shards that are there when the manifest lists some that are not (the results name the missing ones)')
     .option('--json', 'print a JSON summary');
   return addS3Options(cmd).action((path: string, flags: AnalyzeFlags) => runAnalyze(path, flags));

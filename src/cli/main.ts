@@ -8,6 +8,7 @@ import { registerInspectCommand } from './inspect.js';
 import { configureProgress } from './progress.js';
 import { registerServeCommand } from './serve.js';
 import { registerSyncCommand } from './sync.js';
+import { registerWorkerCommand } from './worker.js';
 
 function buildProgram(): Command {
   const program = new Command();
@@ -23,6 +24,7 @@ function buildProgram(): Command {
   registerAnalyzeCommand(program);
   registerServeCommand(program);
   registerSyncCommand(program);
+  registerWorkerCommand(program);
   return program;
 }
 

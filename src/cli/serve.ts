@@ -21,6 +21,9 @@ export interface ServeFlags {
   uploadLimitMb?: string;
   cors?: string;
   workers?: string;
+  /** Redis URL: run jobs through BullMQ (`mechint worker`) instead of worker threads here. */
+  queue?: string;
+  maxQueued?: string;
   jobTimeout?: string;
   maxUploads?: string;
   shutdownGrace?: string;
@@ -67,6 +70,24 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     ...(flags.jobTimeout === undefined ? {} : { timeoutMs: intFlag('job-timeout', flags.jobTimeout, 1, 7 * 24 * 3600) * 1000 }),
   };
   if (flags.model) await checkModel(flags.model);
+  let queue: import('../server/job-queue.js').JobQueue | null = null;
+  if (flags.queue !== undefined) {
+    const { RedisJobQueue } = await import('../server/redis-queue.js');
+    const redis = new RedisJobQueue({
+      url: flags.queue,
+      ...(jobs.timeoutMs === undefined ? {} : { timeoutMs: jobs.timeoutMs }),
+      ...(flags.maxQueued === undefined ? {} : { maxQueued: intFlag('max-queued', flags.maxQueued, 1, 1_000_000) }),
+    });
+    try {
+      await redis.ready();
+    } catch (err) {
+      await redis.close();
+      throw err;
+    }
+    queue = redis;
+  } else if (flags.maxQueued !== undefined) {
+    Object.assign(jobs, { maxQueued: intFlag('max-queued', flags.maxQueued, 1, 1_000_000) });
+  }
   const evalData = flags.evalData ? await (await import('../report/eval-data-file.js')).readEvalDataFile(flags.evalData) : null;
   const app = await buildApp({
     ...(evalData ? { evalData } : {}),
@@ -75,7 +96,7 @@ export async function runServe(flags: ServeFlags): Promise<void> {
     ...(flags.uploadLimitMb === undefined ? {} : { uploadLimit: intFlag('upload-limit-mb', flags.uploadLimitMb, 1, 65536) * 1024 * 1024 }),
     ...(flags.cors === undefined ? {} : { cors: { origin: flags.cors.split(',').map((s) => s.trim()).filter(Boolean) } }),
     ...(flags.maxUploads === undefined ? {} : { maxConcurrentUploads: intFlag('max-uploads', flags.maxUploads, 1, 1024) }),
-    jobs,
+    jobs: queue ?? jobs,
     shutdownGraceMs: graceS * 1000,
     logger: flags.log ? { level: 'info' } : false,
     dashboard: flags.dashboard !== false,
@@ -93,7 +114,8 @@ export async function runServe(flags: ServeFlags): Promise<void> {
       process.once('SIGTERM', now);
       const jobs = app.mechintJobs.counts();
       const running = jobs.running + jobs.queued;
-      if (running > 0) console.error(`mechint: ${signal}: stopping; ${running} job(s) get ${graceS} s to finish, then they are cancelled`);
+      if (queue) console.error(`mechint: ${signal}: stopping; jobs in Redis stay there for the workers`);
+      else if (running > 0) console.error(`mechint: ${signal}: stopping; ${running} job(s) get ${graceS} s to finish, then they are cancelled`);
       // Whatever holds the close open (a slow request), the process ends within the bound.
       const bound = setTimeout(() => {
         console.error(`mechint: the server did not close within ${graceS + SHUTDOWN_SLACK_MS / 1000} s of ${signal}; exiting`);
@@ -129,6 +151,8 @@ export function registerServeCommand(program: Command): Command {
     .option('--upload-limit-mb <mb>', 'largest uploaded file in MiB (default 256)')
     .option('--cors <origins>', 'comma-separated origins allowed to call the API from a browser (default: none)')
     .option('--workers <n>', 'analysis worker threads at once (default: CPUs - 1)')
+    .option('--queue <url>', 'run analyses through Redis (BullMQ) with `mechint worker` processes, e.g. redis://127.0.0.1:6379 (default: worker threads here)')
+    .option('--max-queued <n>', 'jobs waiting at most; more are refused (503 here, 429 with --queue)')
     .option('--job-timeout <s>', 'stop a job that runs longer than this many seconds (default: no limit)')
     .option('--max-uploads <n>', 'uploads received at once; more get 503 and Retry-After (default 4)')
     .option('--shutdown-grace <s>', `on SIGTERM, seconds running jobs get before they are cancelled (default ${DEFAULT_SHUTDOWN_GRACE_S})`)

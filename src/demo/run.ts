@@ -63,6 +63,22 @@ export interface DemoSummary {
   shardsWritten: string[];
 }
 
+/**
+ * What the cards analysis relates latents to: each true latent and behaviour dimension per time
+ * bin (`latent_0`…, `behavior_0`…, [N, T]), the time bin itself, and the condition (categorical, [N]).
+ */
+export function demoCovariates(d: SyntheticNeuralData): NonNullable<EvalData['covariates']> {
+  const N = d.nTrials;
+  const T = d.nBins;
+  const column = (src: Float32Array, width: number, j: number) => Float32Array.from({ length: N * T }, (_, r) => src[r * width + j]!);
+  const out: NonNullable<EvalData['covariates']> = {};
+  for (let j = 0; j < d.nLatents; j++) out[`latent_${j}`] = { data: column(d.latents, d.nLatents, j), shape: [N, T] };
+  for (let j = 0; j < d.behaviorDims; j++) out[`behavior_${j}`] = { data: column(d.behavior, d.behaviorDims, j), shape: [N, T] };
+  out.time_bin = { data: Float32Array.from({ length: N * T }, (_, r) => r % T), shape: [N, T] };
+  out.condition = { data: Float32Array.from(d.conditions), shape: [N], categorical: true };
+  return out;
+}
+
 function positiveInt(name: string, value: number | undefined, fallback: number, min = 1): number {
   const v = value ?? fallback;
   if (!Number.isInteger(v) || v < min) throw new ConfigError(`Expected \`${name}\` to be an integer >= ${min}; got \`${String(value)}\``);
@@ -139,6 +155,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
         latents: { data: heldOut.latents, shape: heldOut.shapes.latents },
         behavior: { data: heldOut.behavior, shape: heldOut.shapes.behavior },
       },
+      covariates: demoCovariates(heldOut),
     };
     const results = await runner.runMechintEval({
       checkpointPath: checkpoint.bestEpoch === null ? undefined : join(checkpointsDir, 'best'),

@@ -25,8 +25,8 @@ function hashTensors(h: Hash, label: string, v: Tensors | undefined): void {
 const cache = new WeakMap<object, Map<string, string>>();
 
 /** The parts of eval data an analysis reads (its results key names only those). */
-export type EvalDataPart = 'inputs' | 'targets' | 'corruptedInputs' | 'probeTargets';
-export const ALL_EVAL_DATA_PARTS: readonly EvalDataPart[] = ['inputs', 'targets', 'corruptedInputs', 'probeTargets'];
+export type EvalDataPart = 'inputs' | 'targets' | 'corruptedInputs' | 'probeTargets' | 'covariates';
+export const ALL_EVAL_DATA_PARTS: readonly EvalDataPart[] = ['inputs', 'targets', 'corruptedInputs', 'probeTargets', 'covariates'];
 
 /** sha256 of the model's weights, computed each time (training changes them in place). */
 export function modelFingerprint(model: tf.LayersModel): string {
@@ -42,6 +42,7 @@ export interface FingerprintableEvalData {
   targets?: Tensors;
   corruptedInputs?: tf.Tensor | tf.Tensor[];
   probeTargets?: Record<string, { data: Float32Array; shape: number[] }>;
+  covariates?: Record<string, { data: Float32Array; shape: number[]; categorical?: boolean }>;
 }
 
 /** sha256 of the named parts of eval data, in a fixed order (cached per object and parts). */
@@ -58,6 +59,13 @@ export function evalDataFingerprint(e: FingerprintableEvalData, parts: readonly 
     for (const k of Object.keys(e.probeTargets ?? {}).sort()) {
       const t = e.probeTargets![k]!;
       h.update(`|probe.${k}[${t.shape.join(',')}]`);
+      h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    }
+  }
+  if (parts.includes('covariates')) {
+    for (const k of Object.keys(e.covariates ?? {}).sort()) {
+      const t = e.covariates![k]!;
+      h.update(`|covariate.${k}${t.categorical ? ':categorical' : ''}[${t.shape.join(',')}]`);
       h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     }
   }

@@ -4,7 +4,7 @@
  */
 import { cp, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { AnalysisRunner } from '../analysis/runner.js';
 import { ManifestResultsStore, relocate } from '../analysis/results-store.js';
 import { isAnalysisError } from '../analysis/results.js';
@@ -13,6 +13,7 @@ import { ConfigError } from '../errors.js';
 import { renderHtml } from './html.js';
 import { renderMarkdown, type ChartFiles } from './markdown.js';
 import { jsonSafe } from './results.js';
+import { writeInteropExports } from './saelens-export.js';
 
 export interface ExportedFiles {
   dir: string;
@@ -42,6 +43,8 @@ export class EvalMechIntRunner extends AnalysisRunner {
     const files = from ? await listFiles(from) : [];
     if (from && files.length > 0) await cp(from, out, { recursive: true });
     const results = jsonSafe(from ? relocate(this.results, from) : this.results) as typeof this.results;
+    // SAELens folders for the SAEs and JSON Lines of the cards, for tools outside mechint.
+    files.push(...(await writeInteropExports(out, results.analyses, (_layer, r) => (typeof r.weights_file === 'string' && r.weights_file !== '' ? (isAbsolute(r.weights_file) ? r.weights_file : join(out, r.weights_file)) : null))));
     const meta = { ...(this.summary ?? {}), created: new Date().toISOString(), files };
     const json = join(out, RESULTS_JSON_FILE);
     const markdown = join(out, REPORT_MD_FILE);

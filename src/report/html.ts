@@ -4,7 +4,7 @@
  */
 import type { EvalResults } from './results.js';
 import { chartsForLayer, chartsForAnalysis, type RenderedChart } from './chart-set.js';
-import { analysisTitle, fmt, pct } from './sections.js';
+import { analysisTitle, fmt, pct, stepsLine } from './sections.js';
 import { sectionLines } from './views.js';
 
 function esc(s: string): string {
@@ -98,7 +98,8 @@ export async function renderHtml(results: EvalResults, meta: { shards_path?: str
       else {
         const charts = await chartsForLayer(name, layer, r);
         all.push(...charts);
-        parts.push(`<div class="layer-body"><div class="figs">${charts.map(figure).join('\n')}</div><div class="text">${markdownToHtml(sectionLines(name, layer, r))}</div></div>`);
+        const steps = stepsLine(r);
+        parts.push(`<div class="layer-body"><div class="figs">${charts.map(figure).join('\n')}</div><div class="text">${markdownToHtml([...(steps ? [steps] : []), ...sectionLines(name, layer, r)])}</div></div>`);
         if (name === 'sae') parts.push(saeLatentTable(r));
       }
       parts.push('</article>');

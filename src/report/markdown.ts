@@ -1,6 +1,6 @@
 /** The human-readable Markdown report, with the charts as SVG files beside it. */
 import type { EvalResults } from './results.js';
-import { analysisTitle } from './sections.js';
+import { analysisTitle, stepsLine } from './sections.js';
 import { sectionLines } from './views.js';
 
 /** Chart files to embed: by analysis, then layer (or '' for charts of the whole analysis). */
@@ -29,7 +29,10 @@ export function renderMarkdown(results: EvalResults, meta: { shards_path?: strin
       out.push(`### \`${layer}\``, '');
       const r = result as Record<string, unknown>;
       if (typeof r.error === 'string') out.push(`Failed: ${r.error}`);
-      else out.push(...images(name, layer), ...sectionLines(name, layer, r));
+      else {
+        const steps = stepsLine(r);
+        out.push(...images(name, layer), ...(steps ? [steps, ''] : []), ...sectionLines(name, layer, r));
+      }
       out.push('');
     }
   }

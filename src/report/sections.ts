@@ -4,6 +4,7 @@
  * JSON dumped into code fences. Shared by the Markdown and the HTML report.
  */
 import { getAnalysis } from '../analysis/registry.js';
+import type { CardsResult } from '../analysis/cards.js';
 import type { CausalResult } from '../analysis/causal.js';
 import type { CircuitResult } from '../analysis/circuit.js';
 import type { DynamicsResult } from '../analysis/dynamics.js';
@@ -226,6 +227,39 @@ export function steeringSection(layer: string, r: SteeringResult): string[] {
     '',
     mdTable(['latent', 'fires in', 'output', 'most moved unit', 'slope (per unit of added activation)', 'RMS change at largest α'], rows),
   ];
+}
+
+export function cardsSection(layer: string, r: CardsResult): string[] {
+  const cards = list(r.cards);
+  if (cards.length === 0) return [`No SAE latent of \`${layer}\` fires on the eval inputs, so there are no cards.`];
+  const matched = cards.filter((c) => c.best_covariate && Math.abs(n(c.best_covariate.r)) > n(c.best_covariate.control_r)).length;
+  const rows = cards.map((c) => {
+    const b = c.best_covariate;
+    const top = [...list(c.output_effects?.removal?.heads)].sort((x, y) => n(y.rms_change) - n(x.rms_change))[0];
+    return [
+      c.index, pct(c.density), fmt(c.max_activation),
+      b ? `${b.name} (${b.statistic === 'eta' ? 'η' : 'r'} ${fmt(b.r, 2)}, chance ${fmt(b.control_r, 2)})` : '–',
+      top ? `${top.head}: RMS ${fmt(top.rms_change)}` : '–',
+      fmt(c.output_effects?.removal?.loss_change),
+      list(c.neighbours).map((x) => `${x.index} (${fmt(x.cosine, 2)})`).join(', '),
+    ];
+  });
+  return [
+    `${cards.length} card(s) for the most active of ${fmt(r.n_latents)} SAE latents of \`${layer}\` on ${fmt(r.n_samples)} eval samples (${fmt(r.n_rows)} rows); ${matched} track a covariate beyond its shuffled-sample chance level.`,
+    '',
+    mdTable(['latent', 'active in', 'max', 'best covariate', 'removal moves', 'loss change', 'neighbours (cosine)'], rows),
+    '',
+    ...cards.slice(0, 8).map((c) => `- ${c.description}`),
+  ];
+}
+
+/** Which training steps a layer's result read, when the executor says so. */
+export function stepsLine(result: { step_selection?: { selection: unknown; read: readonly number[] } }): string | null {
+  const s = result.step_selection;
+  if (!s || !Array.isArray(s.read) || s.read.length === 0) return null;
+  const range = s.read.length === 1 ? `global step ${s.read[0]}` : `global steps ${s.read[0]}–${s.read.at(-1)} (${s.read.length} steps)`;
+  const how = s.selection === 'last' ? 'the last step' : Array.isArray(s.selection) ? `steps ${s.selection[0]}–${s.selection[1]}` : 'every captured step';
+  return `Rows of ${range}: ${how}.`;
 }
 
 /** The heading of an analysis: its definition's title. */

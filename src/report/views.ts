@@ -6,7 +6,7 @@
  */
 import type { AnalysisResultMap } from '../analysis/results.js';
 import { causalChart, circuitChart, dynamicsChart, dynamicsCurvesChart, neuronFrequencyChart, pcaChart, probeChart, saeLatentsChart, saeTrainingChart, slug, steeringChart, type Chart } from './charts.js';
-import { causalSection, circuitSection, dynamicsSection, featureSection, genericSection, neuronSection, probeSection, saeSection, steeringSection } from './sections.js';
+import { cardsSection, causalSection, circuitSection, dynamicsSection, featureSection, genericSection, neuronSection, probeSection, saeSection, steeringSection } from './sections.js';
 
 export interface AnalysisView<R> {
   /** Markdown lines for one layer's result. */
@@ -35,6 +35,7 @@ const BUILTIN: { readonly [K in keyof AnalysisResultMap]: AnalysisView<AnalysisR
   causal: { section: causalSection, layerCharts: [causalChart] },
   circuit: { section: circuitSection, analysisCharts: [circuitGraph] },
   steering: { section: steeringSection, layerCharts: [steeringChart] },
+  cards: { section: cardsSection, wide: true },
 };
 
 const custom = new Map<string, AnalysisView<object>>();

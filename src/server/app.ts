@@ -18,6 +18,7 @@ import { CacheIndex } from './cache-index.js';
 import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from './dashboard.js';
 import { mechintClientErrorHandler, mechintErrorHandler, mechintFrameworkErrors, mechintNotFoundHandler } from './errors.js';
 import { JobManager, type JobManagerOptions } from './jobs.js';
+import { reportsHealth, type JobQueue } from './job-queue.js';
 import { jsonDepthLimit, trackClient, uploadConcurrencyLimit } from './limits.js';
 import { mechintRoutes, type MechIntRoutesOptions } from './routes.js';
 import { healthRoute } from './schemas.js';
@@ -36,8 +37,11 @@ export interface BuildAppOptions extends Omit<MechIntRoutesOptions, 'apiKey' | '
   readonly apiKey?: string | null;
   /** Cross-origin access for browsers: @fastify/cors options, or `true` for any origin. @default false (no CORS headers) */
   readonly cors?: boolean | FastifyCorsOptions;
-  /** Job workers and retention. @default {} */
-  readonly jobs?: JobManagerOptions;
+  /**
+   * Job workers and retention of the in-process JobManager, or a JobQueue to run jobs through
+   * instead (a `RedisJobQueue`: `mechint serve --queue`); the app closes it when it closes. @default {}
+   */
+  readonly jobs?: JobManagerOptions | JobQueue;
   /** Largest JSON body, in bytes. @default 1_048_576 */
   readonly bodyLimit?: number;
   /** Fastify's logger option. @default false */
@@ -83,7 +87,10 @@ export async function buildApp(options: BuildAppOptions = {}): Promise<FastifyIn
   if (!Number.isInteger(maxUploads) || maxUploads < 1) throw new ConfigError(`Expected \`maxConcurrentUploads\` to be an integer >= 1; got \`${String(maxUploads)}\``);
   const graceMs = options.shutdownGraceMs ?? 0;
   if (typeof graceMs !== 'number' || !Number.isFinite(graceMs) || graceMs < 0) throw new ConfigError(`Expected \`shutdownGraceMs\` to be a finite number >= 0; got \`${String(graceMs)}\``);
-  const jobs = new JobManager(options.jobs ?? {});
+  const given = options.jobs !== undefined && typeof (options.jobs as { submit?: unknown }).submit === 'function' ? (options.jobs as JobQueue) : null;
+  // With a queue given, the in-process JobManager stays idle (it starts no thread until a job is submitted to it).
+  const jobs = new JobManager(given ? {} : ((options.jobs as JobManagerOptions | undefined) ?? {}));
+  const queue: JobQueue = given ?? jobs;
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
@@ -118,16 +125,26 @@ export async function buildApp(options: BuildAppOptions = {}): Promise<FastifyIn
   }
 
   app.decorate('mechintJobs', jobs);
+  app.decorate('mechintQueue', queue);
   const started = Date.now();
-  app.get('/health', { schema: healthRoute }, async () => ({ status: 'ok', uptime_s: (Date.now() - started) / 1000, jobs: jobs.counts(), worker_threads: jobs.liveWorkers() }));
+  app.get('/health', { schema: healthRoute }, async () => {
+    const base = { status: 'ok', uptime_s: (Date.now() - started) / 1000, worker_threads: jobs.liveWorkers() };
+    if (!reportsHealth(queue)) return { ...base, jobs: jobs.counts() };
+    const q = await queue.health();
+    return { ...base, status: q.connected ? 'ok' : 'degraded', jobs: q.connected ? await Promise.resolve(queue.counts()).catch(() => ({})) : {}, queue: q };
+  });
 
   const { apiKey: _k, cors: _c, jobs: _j, bodyLimit: _b, logger: _l, docs: _d, dashboard: _db, maxConcurrentUploads: _u, shutdownGraceMs: _g, ...routeOptions } = options;
-  await app.register(mechintRoutes, { ...routeOptions, jobs });
+  await app.register(mechintRoutes, { ...routeOptions, jobs: queue });
   if (options.dashboard) await app.register(dashboardRoutes, { auth: apiKey !== null });
   // preClose runs before the server waits for in-flight requests: a synchronous request waiting on
   // a job is answered (its job cancelled after the grace) instead of holding the close open.
-  app.addHook('preClose', async () => jobs.close({ graceMs }));
-  app.addHook('onClose', async () => jobs.close());
+  app.addHook('preClose', async () => {
+    await Promise.all([jobs.close({ graceMs }), queue.close({ graceMs })]);
+  });
+  app.addHook('onClose', async () => {
+    await Promise.all([jobs.close(), queue.close()]);
+  });
   return app;
 }
 
@@ -138,5 +155,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** The app's JobManager (buildApp): counts, cancel, close. */
     mechintJobs: JobManager;
+    /** Where the app's jobs run: its JobManager, or the JobQueue given as `jobs` (Redis). */
+    mechintQueue: JobQueue;
   }
 }

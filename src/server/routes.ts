@@ -28,6 +28,7 @@ import { bearerAuth } from './auth.js';
 import { CacheIndex } from './cache-index.js';
 import { errorBodySchema, mechintErrorHandler } from './errors.js';
 import { JobManager, type JobManagerOptions, type ResultShaper } from './jobs.js';
+import type { JobQueue } from './job-queue.js';
 import { runTask, serializeEvalData, storeFor, type AnalysisTask, type MatrixRows, type SerializedEvalData, type TaskStore } from './task.js';
 import { clientSignal } from './limits.js';
 import { parseUpload, removeRequestUploads, storeUploadedFile, type StoredUpload } from './upload.js';
@@ -48,8 +49,8 @@ export interface MechIntRoutesOptions {
   readonly modelPath?: string;
   /** Eval inputs (and targets) for analyses that run the model (probe, causal, circuit, steering). @default null */
   readonly evalData?: EvalData | null;
-  /** A JobManager to share, or options for the plugin's own. @default {} */
-  readonly jobs?: JobManager | JobManagerOptions;
+  /** A JobManager or another JobQueue (the Redis queue) to share, or options for the plugin's own JobManager. @default {} */
+  readonly jobs?: JobManager | JobManagerOptions | JobQueue;
   /** Largest uploaded file, in bytes (413 beyond). @default 268_435_456 (256 MiB) */
   readonly uploadLimit?: number;
   /** Where uploads are written while they are parsed (each under a random name, removed after the response). @default a fresh directory in os.tmpdir() */
@@ -96,8 +97,8 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
   const index = opts.cache instanceof CacheIndex ? opts.cache : new CacheIndex(opts.cache ?? given.storagePath, { verify: opts.verifyShards ?? true });
   const config = opts.config === undefined ? await cacheConfig(index, given) : given;
   const configJson = config.toJSON();
-  const ownJobs = !(opts.jobs instanceof JobManager);
-  const jobs = opts.jobs instanceof JobManager ? opts.jobs : new JobManager(opts.jobs ?? {});
+  const ownJobs = !isJobQueue(opts.jobs);
+  const jobs: JobQueue = isJobQueue(opts.jobs) ? opts.jobs : new JobManager(opts.jobs ?? {});
   const ownUploadDir = opts.uploadDir === undefined;
   const uploadDir = opts.uploadDir ?? (await mkdtemp(join(tmpdir(), 'mechint-uploads-')));
   if (!ownUploadDir) await mkdir(uploadDir, { recursive: true, mode: 0o700 });
@@ -161,7 +162,6 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
   }
 
   function baseTask(analysisType: string, layers: string[], options: Record<string, unknown>, source: AnalysisTask['source'], taskStore: TaskStore): AnalysisTask {
-    const def = requireAnalysis(analysisType);
     const usesModel = runsModel(analysisType);
     if (evalData && usesModel) serializedEval ??= serializeEvalData(evalData);
     return {
@@ -222,7 +222,7 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
       return how.shape(outcome);
     };
     // A waiting client that hangs up (even before this point) cancels the job and stops its worker.
-    const view = jobs.submit(task, { layerName: how.layerName, shape, ...(how.async ? {} : { signal: clientSignal(request) }), ...(how.transfer ? { transfer: how.transfer } : {}) });
+    const view = await jobs.submit(task, { layerName: how.layerName, shape, ...(how.async ? {} : { signal: clientSignal(request) }), ...(how.transfer ? { transfer: how.transfer } : {}) });
     if (how.async) {
       const url = `/interpret/jobs/${view.job_id}`;
       void reply.code(202).header('location', url).send({ job_id: view.job_id, state: view.state, status_url: url });
@@ -383,6 +383,11 @@ async function cacheConfig(index: CacheIndex, given: MechIntConfig): Promise<Mec
   }
 }
 
+/** A JobManager or any other JobQueue (not plain options). */
+function isJobQueue(v: JobManager | JobManagerOptions | JobQueue | undefined): v is JobQueue {
+  return v instanceof JobManager || typeof (v as { submit?: unknown } | undefined)?.submit === 'function';
+}
+
 function parseConfigField(text: string | undefined): Record<string, unknown> {
   if (text === undefined || text.trim() === '') return {};
   let v: unknown;
@@ -398,6 +403,6 @@ function parseConfigField(text: string | undefined): Record<string, unknown> {
 declare module 'fastify' {
   interface FastifyInstance {
     /** The mechint services of the routes' scope (inside the plugin's encapsulation context). */
-    mechint: { index: CacheIndex; jobs: JobManager; config: MechIntConfig };
+    mechint: { index: CacheIndex; jobs: JobQueue; config: MechIntConfig };
   }
 }

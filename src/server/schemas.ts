@@ -157,6 +157,11 @@ export const healthRoute = {
         uptime_s: { type: 'number' },
         jobs: { type: 'object', additionalProperties: { type: 'integer' }, description: 'Jobs by state' },
         worker_threads: { type: 'integer', description: 'Analysis worker threads alive now (a cancelled job\'s thread is gone within moments)' },
+        queue: {
+          type: 'object',
+          description: 'With `mechint serve --queue`: whether Redis answers, and its waiting and active jobs',
+          properties: { kind: { type: 'string' }, connected: { type: 'boolean' }, waiting: { type: 'integer' }, active: { type: 'integer' } },
+        },
       },
       required: ['status'],
     },

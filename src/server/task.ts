@@ -38,6 +38,7 @@ export interface SerializedEvalData {
   targets?: MaybeMany<SerializedTensor>;
   corruptedInputs?: SerializedTensor | SerializedTensor[];
   probeTargets?: Record<string, { data: Float32Array; shape: number[] }>;
+  covariates?: Record<string, { data: Float32Array; shape: number[]; categorical?: boolean }>;
 }
 
 /** Where the task finds stored results and puts artifacts: the cache's manifest, or a scratch directory only. */
@@ -99,6 +100,7 @@ export function serializeEvalData(e: EvalData): SerializedEvalData {
     ...(e.targets ? { targets: many(e.targets, serializeTensor, isTensor) } : {}),
     ...(e.corruptedInputs ? { corruptedInputs: many(e.corruptedInputs, serializeTensor) } : {}),
     ...(e.probeTargets ? { probeTargets: e.probeTargets } : {}),
+    ...(e.covariates ? { covariates: e.covariates } : {}),
   };
 }
 
@@ -109,6 +111,7 @@ export function deserializeEvalData(s: SerializedEvalData): EvalData {
     ...(s.targets ? { targets: many(s.targets, toTensor, isSerialized) } : {}),
     ...(s.corruptedInputs ? { corruptedInputs: many(s.corruptedInputs, toTensor) } : {}),
     ...(s.probeTargets ? { probeTargets: s.probeTargets } : {}),
+    ...(s.covariates ? { covariates: s.covariates } : {}),
   };
 }
 
