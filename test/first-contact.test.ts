@@ -11,7 +11,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { tempDir } from './helpers.js';
-import { plantCache } from './server-helpers.js';
+import { plantCache, spawnServe } from './server-helpers.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const INDEX = pathToFileURL(join(ROOT, 'src', 'index.ts')).href;
@@ -109,21 +109,9 @@ test('a user\'s own uncaught error or unhandled rejection prints its message, wi
 test('a fresh server answers its first concurrent requests, of every kind, all with 200', async () => {
   const cache = join(await tempDir('mechint-first-'), 'cache');
   await plantCache(cache, 50);
-  const script = `import { main } from ${JSON.stringify(MAIN)}; process.exitCode = await main(['node', 'mechint', 'serve', '--cache', ${JSON.stringify(cache)}, '--port', '0', '--no-dashboard']);`;
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, env: { ...process.env, MECHINT_API_KEY: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const serve = spawnServe(['--cache', cache, '--port', '0', '--no-dashboard']);
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      child.stdout.on('data', () => {
-        const m = /serving (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      void exited.then((code) => reject(new Error(`serve exited (${code}): ${err}`)));
-    });
+    const url = await serve.url;
     const requests = [
       { analysis_type: 'neuron', layer_name: 'layer1' },
       { analysis_type: 'feature', layer_name: 'layer1', config: { n_clusters: 2 } },
@@ -143,8 +131,8 @@ test('a fresh server answers its first concurrent requests, of every kind, all w
     ]);
     for (const a of answers) assert.equal(a.status, 200, `${JSON.stringify(a.body)}: ${a.text.slice(0, 300)}`);
   } finally {
-    child.kill('SIGTERM');
-    await exited;
+    serve.child.kill('SIGTERM');
+    await serve.exited;
   }
 });
 

@@ -5,13 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { buildApp, clientSignal } from '../src/server/app.js';
 import { ShardWriter } from '../src/storage/shard-writer.js';
 import { seededMatrix, tempDir } from './helpers.js';
-import { getJson, postJson, startServer } from './server-helpers.js';
+import { getJson, postJson, spawnServe, startServer } from './server-helpers.js';
 
 const root = await tempDir('mechint-server-cancel-');
 const cache = join(root, 'cache');
@@ -149,29 +147,20 @@ test('a job submitted with the client\'s signal is cancelled when the client han
   assert.equal(jobs.liveWorkers(), 0);
 });
 
-const MAIN = pathToFileURL(join(import.meta.dirname, '..', 'src', 'cli', 'main.ts')).href;
-
 test('mechint serve exits on SIGTERM within the bound while a job runs', async () => {
-  // main() as bin/mechint.js runs it, on the sources.
-  const script = `import { main } from ${JSON.stringify(MAIN)}; process.exitCode = await main(['node', 'mechint', 'serve', '--cache', ${JSON.stringify(cache)}, '--port', '0', '--shutdown-grace', '1', '--no-dashboard']);`;
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, MECHINT_API_KEY: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const { child, url: listening, exited, stderr } = spawnServe(['--cache', cache, '--port', '0', '--shutdown-grace', '1', '--no-dashboard']);
   try {
-    const url = await until('serve listening', async () => /serving (http:\/\/\S+)/.exec(out)?.[1] ?? null, (u) => u !== null, 60_000);
-    const start = await postJson(`${url!}/interpret`, { ...ENDLESS_SAE, async: true });
+    const url = await listening;
+    const start = await postJson(`${url}/interpret`, { ...ENDLESS_SAE, async: true });
     assert.equal(start.status, 202, JSON.stringify(start.json));
-    await until('the job running', () => health(url!), (h) => h.worker_threads === 1);
+    await until('the job running', () => health(url), (h) => h.worker_threads === 1);
     const t0 = Date.now();
     child.kill('SIGTERM');
     const code = await Promise.race([exited, sleep(15_000).then(() => 'still running' as const)]);
     const took = Date.now() - t0;
-    assert.equal(code, 0, `exit ${String(code)} after ${took} ms; stderr: ${err}`);
+    assert.equal(code, 0, `exit ${String(code)} after ${took} ms; stderr: ${stderr()}`);
     assert.ok(took < 10_000, `serve took ${took} ms to exit after SIGTERM`);
-    assert.match(err, /SIGTERM: stopping; 1 job\(s\) get 1 s/);
+    assert.match(stderr(), /SIGTERM: stopping; 1 job\(s\) get 1 s/);
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }

@@ -1,5 +1,7 @@
 /** Shared by the server tests: a planted cache, a listening app on port 0, and real curl. */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after } from 'node:test';
 import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
@@ -62,4 +64,32 @@ export async function postJson(url: string, body: unknown, headers: Record<strin
 export async function getJson(url: string, init: RequestInit = {}): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(url, init);
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+export interface ServeProcess {
+  child: ChildProcess;
+  /** The URL the server printed once it listens; rejects if it exits first. */
+  url: Promise<string>;
+  exited: Promise<number | null>;
+  stderr: () => string;
+}
+
+/** `mechint serve ARGS` as bin/mechint.js runs it, on the sources, in a child process with no API key. */
+export function spawnServe(args: string[]): ServeProcess {
+  const main = pathToFileURL(join(import.meta.dirname, '..', 'src', 'cli', 'main.ts')).href;
+  const script = `import { main } from ${JSON.stringify(main)}; process.exitCode = await main(${JSON.stringify(['node', 'mechint', 'serve', ...args])});`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: join(import.meta.dirname, '..'), env: { ...process.env, MECHINT_API_KEY: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const url = new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /serving (http:\/\/\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    void exited.then((code) => reject(new Error(`serve exited (${code}): ${err}`)));
+  });
+  return { child, url, exited, stderr: () => err };
 }

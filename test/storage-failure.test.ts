@@ -12,7 +12,8 @@ import { getLayerByPath } from '../src/model/layer-paths.js';
 import { sha256File } from '../src/storage/atomic.js';
 import { readManifest } from '../src/storage/manifest.js';
 import { ShardWriter } from '../src/storage/shard-writer.js';
-import { seededMatrix, smallNestedModel, tempDir } from './helpers.js';
+import { seededMatrix, tempDir } from './helpers.js';
+import { wideModel } from './fixtures/wide-model.js';
 
 /** A tmpfs of `sizeKb` (disk full is then real ENOSPC), optionally read-only; null where mounting is not permitted. */
 function mountTmpfs(sizeKb: number): string | null {
@@ -29,18 +30,6 @@ function mountTmpfs(sizeKb: number): string | null {
   return dir;
 }
 const NO_MOUNT = 'cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): skipped';
-
-/** input[32] → h1 [256] → h2 [256] → out [1]; a shard of one batch of 128 is 2 × 128 KiB. */
-async function wideModel(): Promise<tf.LayersModel> {
-  await smallNestedModel(); // initialises the backend
-  const x = tf.input({ shape: [32] });
-  const h1 = tf.layers.dense({ units: 256, activation: 'relu', name: 'h1' }).apply(x) as tf.SymbolicTensor;
-  const h2 = tf.layers.dense({ units: 256, activation: 'relu', name: 'h2' }).apply(h1) as tf.SymbolicTensor;
-  const out = tf.layers.dense({ units: 1, name: 'out' }).apply(h2) as tf.SymbolicTensor;
-  const model = tf.model({ inputs: x, outputs: out });
-  model.compile({ optimizer: 'sgd', loss: 'meanSquaredError' });
-  return model;
-}
 
 async function fitWith(model: tf.LayersModel, storagePath: string, steps: number) {
   const xs = tf.randomNormal([steps * 128, 32], 0, 1, 'float32', 1);

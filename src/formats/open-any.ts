@@ -11,7 +11,8 @@ import { DTYPE_BYTES, numel, type DType, type RawTensor } from './dtypes.js';
 import { copyStrided, fortranStrides, isNpy, MAX_NPY_HEADER_BYTES, parseNpyHeader } from './npy.js';
 import type { ActivationFileFormat } from './read-any.js';
 import { parseHeaderJson, readHeaderLength } from './safetensors.js';
-import { TorchFile, type MetadataValue, type RowRange, type TensorInfo, type TorchReadOptions } from './torch.js';
+import { RangedTensorReader, type RowRange, type TensorInfo } from './ranged-reader.js';
+import { TorchFile, type MetadataValue, type TorchReadOptions } from './torch.js';
 import { readFully } from './zip.js';
 
 /** An activation file open for reading by range (TorchFile is one). Close it when done. */
@@ -48,47 +49,20 @@ interface RangeTensor {
 }
 
 /** safetensors and `.npy`: tensors at fixed byte ranges of the file. */
-class RangeFile implements ActivationFileReader {
+class RangeFile extends RangedTensorReader<RangeTensor> implements ActivationFileReader {
   readonly metadataValues: Record<string, MetadataValue>;
   private copied: { name: string; data: Uint8Array } | null = null;
-  private closed = false;
 
   constructor(
     readonly format: ActivationFileFormat,
     readonly source: string,
     readonly bytes: number,
     readonly metadata: Record<string, string>,
-    private readonly tensors: Map<string, RangeTensor>,
+    tensors: Map<string, RangeTensor>,
     private readonly fh: FileHandle,
   ) {
+    super(tensors);
     this.metadataValues = { ...metadata };
-  }
-
-  tensorNames(): string[] {
-    return [...this.tensors.keys()];
-  }
-
-  tensorInfo(name: string): TensorInfo {
-    const t = this.tensor(name);
-    return { dtype: t.dtype, shape: [...t.shape], byteLength: numel(t.shape) * DTYPE_BYTES[t.dtype] };
-  }
-
-  async readTensor(name: string, range?: RowRange): Promise<RawTensor> {
-    const t = this.tensor(name);
-    if (t.shape.length === 0 || !range) {
-      if (range && (range.start !== 0 || range.end !== 1)) throw new FormatError(`${this.source}: \`${name}\` is 0-d; it has no rows to range over`);
-      return { dtype: t.dtype, shape: [...t.shape], data: await this.elements(name, t, 0, numel(t.shape)) };
-    }
-    const inner = numel(t.shape.slice(1));
-    checkRange(range.start, range.end, t.shape[0]!, name, this.source);
-    return { dtype: t.dtype, shape: [range.end - range.start, ...t.shape.slice(1)], data: await this.elements(name, t, range.start * inner, range.end * inner) };
-  }
-
-  async readRows(name: string, start: number, end: number): Promise<RawTensor> {
-    const t = this.tensor(name);
-    const dim = t.shape.length <= 1 ? 1 : t.shape.at(-1)!;
-    checkRange(start, end, dim === 0 ? 0 : numel(t.shape) / dim, name, this.source);
-    return { dtype: t.dtype, shape: [end - start, dim], data: await this.elements(name, t, start * dim, end * dim) };
   }
 
   async close(): Promise<void> {
@@ -98,14 +72,7 @@ class RangeFile implements ActivationFileReader {
     await this.fh.close();
   }
 
-  private tensor(name: string): RangeTensor {
-    if (this.closed) throw new FormatError(`${this.source}: the file was closed`);
-    const t = this.tensors.get(name);
-    if (!t) throw new FormatError(`${this.source}: no tensor \`${name}\`; the file holds ${this.tensorNames().join(', ') || 'none'}`);
-    return t;
-  }
-
-  private async elements(name: string, t: RangeTensor, e0: number, e1: number): Promise<Uint8Array> {
+  protected async elements(name: string, t: RangeTensor, e0: number, e1: number): Promise<Uint8Array> {
     const item = DTYPE_BYTES[t.dtype];
     if ((e1 - e0) * item > 2 ** 32) throw new LimitError(`${this.source}: reading ${(e1 - e0) * item} bytes of \`${name}\` at once is too large; read it by row ranges`);
     if (t.fortran && t.shape.length >= 2) {
@@ -120,12 +87,6 @@ class RangeFile implements ActivationFileReader {
     const out = new Uint8Array((e1 - e0) * item);
     await readFully(this.fh, out, 0, out.byteLength, t.start + e0 * item, this.source);
     return out;
-  }
-}
-
-function checkRange(start: number, end: number, rows: number, name: string, source: string): void {
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end > rows) {
-    throw new FormatError(`${source}: rows ${start}..${end} are outside \`${name}\`, which has ${rows}`);
   }
 }
 

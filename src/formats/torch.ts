@@ -16,10 +16,11 @@ import { constants as bufferConstants } from 'node:buffer';
 import { open, type FileHandle } from 'node:fs/promises';
 import { FormatError, LimitError } from '../errors.js';
 import { crc32 } from './crc32.js';
-import { DTYPE_BYTES, numel, type DType, type RawTensor } from './dtypes.js';
+import { DTYPE_BYTES, numel, type RawTensor } from './dtypes.js';
 import { copyStrided } from './npy.js';
 import type { PickleLimits } from './pickle.js';
 import { parseTorchLayout, type MetadataValue, type TensorPlan, type TorchLayout, type TorchView } from './torch-layout.js';
+import { RangedTensorReader } from './ranged-reader.js';
 import { ZipBytes, ZipFile, type ZipEntry } from './zip.js';
 
 export type { MetadataValue } from './torch-layout.js';
@@ -126,19 +127,7 @@ function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
   return bytes.byteLength >= prefix.byteLength && prefix.every((b, i) => bytes[i] === b);
 }
 
-/** A tensor of a file, as the file describes it (nothing read yet). */
-export interface TensorInfo {
-  dtype: DType;
-  shape: number[];
-  /** Bytes of the tensor when read whole (row-major). */
-  byteLength: number;
-}
-
-/** A range of rows, `start` inclusive, `end` exclusive. */
-export interface RowRange {
-  start: number;
-  end: number;
-}
+export type { RowRange, TensorInfo } from './ranged-reader.js';
 
 /**
  * A torch.save file open for reading by range. Tensors are read on request, whole or by rows:
@@ -154,19 +143,17 @@ export interface RowRange {
  *   await file.close();
  * }
  */
-export class TorchFile {
+export class TorchFile extends RangedTensorReader<TensorPlan> {
   readonly format = 'pt' as const;
   readonly metadata: Record<string, string>;
   readonly metadataValues: Record<string, MetadataValue>;
-  private readonly plans: Map<string, TensorPlan>;
   /** CRC-32 of each storage, accumulated while it is read from its start, in order. */
   private readonly crcCursor = new Map<string, { next: number; crc: number }>();
   private readonly verifiedEntries = new Set<string>();
   private copied: { view: TorchView; data: Uint8Array } | null = null;
-  private closed = false;
 
   private constructor(private readonly zip: ZipFile, readonly source: string, layout: TorchLayout, private readonly verifyCrc: boolean) {
-    this.plans = layout.tensors;
+    super(layout.tensors);
     this.metadata = layout.metadata;
     this.metadataValues = layout.metadataValues;
   }
@@ -207,40 +194,6 @@ export class TorchFile {
     return new TorchFile(zip, source, layout, verifyCrc);
   }
 
-  tensorNames(): string[] {
-    return [...this.plans.keys()];
-  }
-
-  tensorInfo(name: string): TensorInfo {
-    const plan = this.plan(name);
-    return { dtype: plan.dtype, shape: [...plan.shape], byteLength: numel(plan.shape) * DTYPE_BYTES[plan.dtype] };
-  }
-
-  /** Reads a tensor, or rows [start, end) of its first dimension (shape [end − start, ...rest]). */
-  async readTensor(name: string, range?: RowRange): Promise<RawTensor> {
-    const plan = this.plan(name);
-    if (plan.shape.length === 0 || !range) {
-      if (range && (range.start !== 0 || range.end !== 1)) throw new FormatError(`${this.source}: \`${name}\` is 0-d; it has no rows to range over`);
-      return { dtype: plan.dtype, shape: [...plan.shape], data: await this.readElements(name, plan, 0, numel(plan.shape)) };
-    }
-    const rows = plan.shape[0]!;
-    const inner = numel(plan.shape.slice(1));
-    checkRange(range, rows, name, this.source);
-    return { dtype: plan.dtype, shape: [range.end - range.start, ...plan.shape.slice(1)], data: await this.readElements(name, plan, range.start * inner, range.end * inner) };
-  }
-
-  /**
-   * Reads rows [start, end) of the tensor seen as rows of its last dimension ([B, T, D] has B·T
-   * rows of D; a 1-D or 0-d tensor has rows of 1), as shape [end − start, D].
-   */
-  async readRows(name: string, start: number, end: number): Promise<RawTensor> {
-    const plan = this.plan(name);
-    const dim = plan.shape.length <= 1 ? 1 : plan.shape.at(-1)!;
-    const rows = dim === 0 ? 0 : numel(plan.shape) / dim;
-    checkRange({ start, end }, rows, name, this.source);
-    return { dtype: plan.dtype, shape: [end - start, dim], data: await this.readElements(name, plan, start * dim, end * dim) };
-  }
-
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -248,15 +201,8 @@ export class TorchFile {
     await this.zip.fh.close();
   }
 
-  private plan(name: string): TensorPlan {
-    if (this.closed) throw new FormatError(`${this.source}: the file was closed`);
-    const plan = this.plans.get(name);
-    if (!plan) throw new FormatError(`${this.source}: no tensor \`${name}\`; the file holds ${this.tensorNames().join(', ') || 'none'}`);
-    return plan;
-  }
-
   /** Elements [e0, e1) of the tensor in row-major order, into a fresh buffer. */
-  private async readElements(name: string, plan: TensorPlan, e0: number, e1: number): Promise<Uint8Array> {
+  protected async elements(name: string, plan: TensorPlan, e0: number, e1: number): Promise<Uint8Array> {
     const item = DTYPE_BYTES[plan.dtype];
     const bytes = (e1 - e0) * item;
     if (bytes > bufferConstants.MAX_LENGTH) {
@@ -314,13 +260,6 @@ export class TorchFile {
     } else {
       this.crcCursor.set(e.name, cursor);
     }
-  }
-}
-
-function checkRange(range: RowRange, rows: number, name: string, source: string): void {
-  const { start, end } = range;
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end > rows) {
-    throw new FormatError(`${source}: rows ${start}..${end} are outside \`${name}\`, which has ${rows}`);
   }
 }
 

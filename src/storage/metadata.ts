@@ -63,7 +63,8 @@ export function stringifyMetadataJson(v: unknown, key: string, depth = 0, seen =
 
 /** Parses JSON that may hold the bare tokens NaN, Infinity, -Infinity (as Python's json writes them). */
 export function parseMetadataJson(text: string): unknown {
-  // Replace the tokens outside string literals by unique placeholder strings, then map them back.
+  // JSON.parse refuses the bare tokens: swap each one outside a string literal for a string that
+  // carries a marker the text does not contain, and turn those strings back into numbers in the reviver.
   let mark: string;
   do mark = `\u0000mechint-${Math.random().toString(36).slice(2)}:`;
   while (text.includes(mark));
