@@ -65,6 +65,12 @@ export interface MechIntOptions {
   shardFormat?: ShardFormat;
   /** What a `sampleLayers` path that the model does not have is: an 'error' at registration, or a 'warn'ing (the layer is skipped). @default 'error' */
   missingLayers?: MissingLayers;
+  /** Store each captured row's step, epoch, batch, row and position in the shard (docs/provenance.md). @default true */
+  captureProvenance?: boolean;
+  /** Store the model inputs of each captured sample in the shard (same reservoir slots; costs memory). @default false */
+  captureInputs?: boolean;
+  /** Store the targets of each captured sample (fit's, fitDataset's, or a loop's) in the shard; costs memory. @default false */
+  captureTargets?: boolean;
 }
 
 /** The guide's snake_case spelling of each option. */
@@ -91,6 +97,9 @@ export const SNAKE_CASE_KEYS = {
   analysisOptions: 'analysis_options',
   shardFormat: 'shard_format',
   missingLayers: 'missing_layers',
+  captureProvenance: 'capture_provenance',
+  captureInputs: 'capture_inputs',
+  captureTargets: 'capture_targets',
 } as const satisfies Record<keyof MechIntOptions, string>;
 
 type OptionKey = keyof typeof SNAKE_CASE_KEYS;
@@ -128,6 +137,9 @@ export const DEFAULTS = {
   analysisOptions: {},
   shardFormat: 'safetensors',
   missingLayers: 'error',
+  captureProvenance: true,
+  captureInputs: false,
+  captureTargets: false,
 } as const;
 
 const SNAKE_TO_CAMEL = new Map<string, OptionKey>(
@@ -212,6 +224,9 @@ export class MechIntConfig {
   readonly analysisOptions: Record<string, Record<string, unknown>>;
   readonly shardFormat: ShardFormat;
   readonly missingLayers: MissingLayers;
+  readonly captureProvenance: boolean;
+  readonly captureInputs: boolean;
+  readonly captureTargets: boolean;
 
   /**
    * @example
@@ -274,6 +289,9 @@ export class MechIntConfig {
     for (const [name, opts] of Object.entries(this.analysisOptions)) requireAnalysis(name, 'analysis in `analysis_options`').options.parse(opts);
     this.shardFormat = oneOf('shardFormat', SHARD_FORMATS, get('shardFormat'));
     this.missingLayers = oneOf('missingLayers', MISSING_LAYERS, get('missingLayers'));
+    this.captureProvenance = bool('captureProvenance', get('captureProvenance'));
+    this.captureInputs = bool('captureInputs', get('captureInputs'));
+    this.captureTargets = bool('captureTargets', get('captureTargets'));
 
     if (this.storageBackend !== 'local' && this.s3Bucket === null) {
       throw new ConfigError(`Expected \`s3_bucket\` (s3Bucket) to be set when \`storage_backend\` is ${this.storageBackend}; got \`null\``);

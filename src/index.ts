@@ -29,7 +29,23 @@ export { unpickle, type PickleLimits, type UnpickleOptions } from './formats/pic
 
 // Capture
 export { namedLayers, listLayerPaths, getLayerByPath, autoDetectLayers, type NamedLayer, type DetectedLayers } from './model/layer-paths.js';
-export { ActivationSampler, type ActivationSamplerOptions, type SamplerStatistics } from './capture/sampler.js';
+export { ActivationSampler, type ActivationSamplerOptions, type SamplerStatistics, type BatchData, type BatchTensors } from './capture/sampler.js';
+export { withSampleIds, tagSampleIds } from './capture/model-data.js';
+export {
+  PROVENANCE_COLUMNS,
+  AUX_METADATA_KEY,
+  auxTensorName,
+  isAuxTensorName,
+  provenanceRow,
+  rowOrigin,
+  type AuxRef,
+  type AuxKind,
+  type RowProvenance,
+  type RowOrigin,
+  type RowRef,
+  type SampleTensor,
+  type ShardProvenance,
+} from './storage/provenance.js';
 export { MechIntHooks, type TrainingStepInfo } from './capture/hooks.js';
 export { MechIntCallback } from './capture/callback.js';
 
@@ -86,6 +102,7 @@ export { runCausalAnalysis, resolveCausalOptions, type CausalOptions, type Causa
 export { runCircuitAnalysis, resolveCircuitOptions, type CircuitOptions, type CircuitResult, type CircuitNode, type CircuitEdge } from './analysis/circuit.js';
 export { steer, runSteeringAnalysis, resolveSteeringOptions, type SteerOptions, type SteeringCurve, type SteeringHeadCurve, type SteeringOptions, type SteeringResult, type SteeredLatent } from './analysis/steering.js';
 export { runCardsAnalysis, cardsOptions, type CardsOptions, type CardsResult, type LatentCard, type BestCovariate, type TopExample } from './analysis/cards.js';
+export type { InputWindow } from './analysis/cards-context.js';
 export { corruptInputs, CORRUPTIONS } from './model/model-runs.js';
 export { withInterventionSync, tileBatch, replaceUnitsPerVariant, addDirectionPerVariant, watchLayer } from './model/interventions.js';
 export { renderHtml, markdownToHtml } from './report/html.js';

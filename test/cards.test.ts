@@ -5,7 +5,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { initBackend, tf } from '../src/backend.js';
 import { executeAnalyses } from '../src/analysis/executor.js';
-import { matrixSource } from '../src/analysis/sources.js';
+import { matrixSource, readerSource } from '../src/analysis/sources.js';
+import { MechIntCallback } from '../src/capture/callback.js';
+import { ShardReader } from '../src/storage/shard-reader.js';
 import { decodeSae, encodeSae, loadSae } from '../src/analysis/sae-weights.js';
 import type { CardsResult } from '../src/analysis/cards.js';
 import type { SaeResult } from '../src/analysis/sae.js';
@@ -15,7 +17,7 @@ import { recordActivations } from '../src/model/interventions.js';
 import { createRng } from '../src/random.js';
 import { readEvalDataFile, writeEvalDataFile } from '../src/report/eval-data-file.js';
 import { writeInteropExports } from '../src/report/saelens-export.js';
-import { tempDir } from './helpers.js';
+import { tempDir, unitDirections } from './helpers.js';
 
 const F = 12; // planted features (covariates)
 const D = 8; // hidden units: more features than dimensions
@@ -28,12 +30,7 @@ const N = 4000;
 async function plantedWorld() {
   await initBackend();
   const rng = createRng(42);
-  const U = new Float32Array(F * D);
-  for (let i = 0; i < F; i++) {
-    let s = 0;
-    for (let j = 0; j < D; j++) s += (U[i * D + j] = rng.normal()) ** 2;
-    for (let j = 0; j < D; j++) U[i * D + j]! /= Math.sqrt(s);
-  }
+  const U = unitDirections(rng, F, D);
   const C = new Float32Array(N * F);
   for (let r = 0; r < N; r++) for (let i = 0; i < F; i++) if (rng.uniform() < 0.08) C[r * F + i] = 0.5 + rng.uniform();
   const R = Float32Array.from({ length: D * 2 }, () => rng.normal());
@@ -43,7 +40,8 @@ async function plantedWorld() {
   const model = tf.model({ inputs: x, outputs: outLayer.apply(hiddenLayer.apply(x)) as tf.SymbolicTensor });
   hiddenLayer.setWeights([tf.tensor2d(U, [F, D])]);
   outLayer.setWeights([tf.tensor2d(R, [D, 2]), tf.tensor1d([0.1, -0.3])]);
-  model.compile({ optimizer: 'sgd', loss: 'meanSquaredError' });
+  // Learning rate 0: fit captures the planted layer without moving it (or the planted readout).
+  model.compile({ optimizer: tf.train.sgd(0), loss: 'meanSquaredError' });
   const inputs = tf.tensor2d(C, [N, F]);
   const clean = tf.tidy(() => model.predict(inputs) as tf.Tensor);
   const targets = tf.tidy(() => tf.add(clean, tf.randomNormal(clean.shape, 0, 0.1, 'float32', 7)));
@@ -56,29 +54,44 @@ async function plantedWorld() {
   return { model, inputs, targets, covariates, U, R, hidden, cleanOut, targetData: targets.dataSync() as Float32Array };
 }
 
+const C_at = (w: Awaited<ReturnType<typeof plantedWorld>>, sample: number, i: number) => w.covariates[`c_${i}`]!.data[sample]!;
+
 const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   let d = 0, na = 0, nb = 0;
   for (let j = 0; j < a.length; j++) (d += a[j]! * b[j]!), (na += a[j]! ** 2), (nb += b[j]! ** 2);
   return d / Math.sqrt(na * nb);
 };
 
-test('cards recover planted sparse features: each covariate has a card that tracks it, along its planted direction, with exact output effects', async (t) => {
+test('cards recover planted sparse features captured during fit: each covariate has a card that tracks it, along its planted direction, with exact output effects', async (t) => {
   const w = await plantedWorld();
   const dir = await tempDir();
+  const cache = join(dir, 'cache');
+  const config = new MechIntConfig({ sampleLayers: ['hidden'], storagePath: cache, maxActivationsPerShard: N, saveHiddenEveryNSteps: 1000, captureInputs: true, verbose: false });
+  await w.model.fit(w.inputs, w.targets, { epochs: 1, batchSize: 100, shuffle: true, verbose: 0, callbacks: [new MechIntCallback(config)] });
+  const reader = await ShardReader.open(cache);
+  assert.equal(reader.layer('hidden').rows, N);
   const evalData: EvalData = { inputs: w.inputs, targets: w.targets, covariates: w.covariates };
-  const config = new MechIntConfig({ sampleLayers: ['hidden'], verbose: false });
   const outcome = await executeAnalyses(
     {
       analyses: ['cards'], layers: ['hidden'], config,
       options: { sae: { n_latents: 24, k: 2, epochs: 60, batch_size: 64, lr: 0.004, normalize: 'none', seed: 2 }, cards: { max_cards: 24, max_samples: N, alphas: [-1, 0, 1] } },
     },
-    { source: matrixSource({ hidden: { rows: w.hidden, dim: D } }, 'planted'), model: w.model, evalData, outputDir: dir, throwOnError: true },
+    { source: readerSource(reader), model: w.model, evalData, outputDir: dir, throwOnError: true },
   );
   const sae = outcome.analyses.sae!.hidden as SaeResult;
   const res = outcome.analyses.cards!.hidden as CardsResult;
   t.diagnostic(`SAE: explained variance ${sae.explained_variance}, L0 ${sae.final_l0}, dead ${sae.n_dead}; ${res.cards.length} cards`);
   assert.equal(res.source, 'sae');
   assert.equal(res.covariate_alignment.c_0, 'per_sample');
+  // The SAE's top rows say where they came from: the fit step, batch and row, and the captured input (a row of the dataset).
+  const dataset = new Set(Array.from({ length: N }, (_, r) => Array.from(w.inputs.dataSync().subarray(r * F, (r + 1) * F)).join(',')));
+  for (const row of sae.top_latents.flatMap((l) => l.top_rows)) {
+    const o = row.origin!;
+    assert.equal(o.epoch, 0);
+    assert.equal(o.batch, o.step, 'one epoch: the batch index is the step');
+    assert.ok(o.step! >= 0 && o.step! < N / 100 && o.row! >= 0 && o.row! < 100, JSON.stringify(o));
+    assert.ok(dataset.has(o.inputs![w.model.inputNames[0]!]!.values.join(',')), 'the captured input is a dataset row');
+  }
   const weights = await loadSae(sae.weights_file!);
   const dec = (l: number) => weights.W_dec.subarray(l * D, (l + 1) * D);
 
@@ -91,6 +104,14 @@ test('cards recover planted sparse features: each covariate has a card that trac
       .sort((a, b) => b.r - a.r)[0];
     t.diagnostic(`c_${i}: ${best ? `r ${best.r.toFixed(3)} (chance ${best.chance.toFixed(3)}), cos ${best.cos.toFixed(3)}` : 'no card'}`);
     if (best && best.r >= 0.8 && best.cos >= 0.9) recovered++;
+    // Each top example carries its input: the planted covariates of that sample, c_i among them.
+    for (const c of hits) {
+      for (const ex of c.top_examples) {
+        assert.deepEqual([ex.input!.start, ex.input!.values.length, ex.input!.values[0]!.length], [0, 1, F]);
+        assert.ok(Math.abs(ex.input!.values[0]![i]! - C_at(w, ex.sample, i)) < 1e-5);
+        assert.equal(ex.input!.values[0]![i], ex.context[`c_${i}`]);
+      }
+    }
   }
   t.diagnostic(`recovered ${recovered}/${F}`);
   assert.ok(recovered >= Math.ceil(0.9 * F), `recovered ${recovered} of ${F}`);
@@ -193,6 +214,36 @@ print("MAXDIFF", float(np.abs(xhat - ref).max()))
   w.targets.dispose();
 });
 
+test("source 'units': a card per unit of the layer, no SAE; removing a unit is the planted readout of that unit", async () => {
+  const w = await plantedWorld();
+  const config = new MechIntConfig({ sampleLayers: ['hidden'], verbose: false });
+  const outcome = await executeAnalyses(
+    { analyses: ['cards'], layers: ['hidden'], config, options: { cards: { source: 'units', max_samples: 1000, alphas: [-1, 1] } } },
+    { source: matrixSource({ hidden: { rows: w.hidden, dim: D } }, 'planted'), model: w.model, evalData: { inputs: w.inputs, targets: w.targets, covariates: w.covariates }, throwOnError: true },
+  );
+  assert.equal(outcome.analyses.sae, undefined, 'no SAE is trained for unit cards');
+  const res = outcome.analyses.cards!.hidden as CardsResult;
+  assert.equal(res.source, 'units');
+  assert.equal(res.n_latents, D);
+  assert.equal(res.cards.length, D);
+  for (const c of res.cards) {
+    const j = c.index;
+    let meanH = 0;
+    for (let r = 0; r < 1000; r++) meanH += w.hidden[r * D + j]! / 1000;
+    for (let u = 0; u < 2; u++) {
+      const expected = -meanH * w.R[j * 2 + u]!;
+      assert.ok(Math.abs(c.output_effects.removal.heads[0]!.mean_change![u]! - expected) < 1e-4, `unit ${j}: ${c.output_effects.removal.heads[0]!.mean_change![u]} vs ${expected}`);
+      assert.ok(Math.abs(c.output_effects.steering.heads[0]!.slope[u]! - w.R[j * 2 + u]!) < 1e-3);
+    }
+    // A unit mixes planted features: its best covariate is one of them, never the noise.
+    assert.ok(c.best_covariate!.name.startsWith('c_'));
+    assert.match(c.description, /^Unit \d+ is active/);
+    assert.equal(c.neighbours.length, 3);
+  }
+  w.inputs.dispose();
+  w.targets.dispose();
+});
+
 test('covariates round-trip through the eval-data file beside probe targets, categorical ones marked', async () => {
   await initBackend();
   const dir = await tempDir();
@@ -251,6 +302,16 @@ test('on a [N, T, D] layer, per-position covariates line up bin by bin and a cat
   assert.ok(card.covariates.group! > 0.5 && card.covariates.group! <= 1, `η ${card.covariates.group}`);
   assert.equal(card.top_examples[0]!.values!.length, T);
   assert.equal(card.top_examples[0]!.context.relu_proj_0, card.top_examples[0]!.value);
+  // The input context: the window of input bins around the position, and the per-position covariate over it.
+  const x = inputs.arraySync() as number[][][];
+  for (const ex of card.top_examples) {
+    const { start, values } = ex.input!;
+    assert.equal(start, Math.max(0, ex.position - 8));
+    assert.equal(values.length, T - start);
+    for (const [i, row] of values.entries()) for (const [c, v] of row.entries()) assert.ok(Math.abs(v! - x[ex.sample]![start + i]![c]!) < 1e-5);
+    assert.deepEqual(Object.keys(ex.traces!), ['relu_proj_0']);
+    assert.equal(ex.traces!.relu_proj_0![ex.position - start], ex.value);
+  }
   inputs.dispose();
 });
 

@@ -11,6 +11,52 @@ import { runDemo } from '../src/demo/run.js';
 import { runProbeAnalysis } from '../src/analysis/probe.js';
 import { tempDir } from './helpers.js';
 
+/** The Markdown between a heading and the next one of the same or a higher level. */
+function mdSection(md: string, heading: string): string {
+  const at = md.indexOf(`${heading}\n`);
+  assert.ok(at >= 0, `the report has ${heading}`);
+  const level = heading.indexOf(' ');
+  const rest = md.slice(at + heading.length + 1);
+  const next = rest.search(new RegExp(`^#{1,${level}} `, 'm'));
+  return next < 0 ? rest : rest.slice(0, next);
+}
+
+/**
+ * The demo report's cards: a section and a feature browser per SAE layer, each true latent's best
+ * card r beside the probe's R² for it, and no top activation without its example (a link to the
+ * card that shows them, or the shard row to find it by).
+ */
+function checkCardsReport(md: string, html: string, results: { analyses: Record<string, Record<string, any>> }): void {
+  const saeLayers = Object.keys(results.analyses.sae!);
+  assert.deepEqual(Object.keys(results.analyses.cards!).sort(), [...saeLayers].sort(), 'cards for every SAE layer');
+  const cardsMd = mdSection(md, '## Latent cards');
+  const saeMd = mdSection(md, '## Sparse autoencoders');
+  for (const layer of saeLayers) {
+    const cards = results.analyses.cards![layer].cards as { index: number; covariates: Record<string, number> }[];
+    assert.ok(cards.length > 0, `${layer} has cards`);
+    const section = mdSection(cardsMd, `### \`${layer}\``);
+    const trueLatents = Object.keys(cards[0]!.covariates).filter((k) => /^latent_\d+$/.test(k));
+    assert.equal(trueLatents.length, 4, 'the demo plants 4 latents');
+    const rows = section.split('\n').filter((l) => /^\| `latent_\d+` \|/.test(l));
+    assert.deepEqual(rows.map((l) => /`(latent_\d+)`/.exec(l)![1]), trueLatents, `${layer}: one best-card-vs-probe row per true latent`);
+    const probe = results.analyses.probe![layer].targets.latents.r2_per_dim as number[];
+    rows.forEach((l, j) => {
+      assert.match(l, /\]\(#card-[a-z0-9-]+\)/, `${layer} ${trueLatents[j]}: links its best card`);
+      assert.ok(l.includes(`${probe[j]!.toFixed(3)} (\`latents[${j}]\`)`), `${layer} ${trueLatents[j]}: the probe R² ${probe[j]} beside it: ${l}`);
+    });
+    assert.ok(html.includes(`<table class="cards" data-table="cards" data-layer="${layer}">`), `report.html has the feature browser of ${layer}`);
+    for (const c of cards) assert.ok(html.includes(`data-card-id="card-${layer.replace(/[^A-Za-z0-9]+/g, '-').toLowerCase()}-${c.index}"`), `report.html has the page of ${layer} card ${c.index}`);
+    // The SAE section's top latents: each row links its card or names its shard rows.
+    const saeLayer = mdSection(saeMd, `### \`${layer}\``);
+    const top = saeLayer.slice(saeLayer.indexOf('Most used latents')).split('\n').filter((l) => /^\| \d+ \| [\d.]+% \|/.test(l));
+    assert.ok(top.length > 0, `${layer}: top latents listed`);
+    for (const l of top) assert.ok(/\]\(#card-/.test(l) || /\.safetensors` step \d+ row \d+/.test(l), `${layer}: a top activation with no example: ${l}`);
+  }
+  // Every card link lands on an anchor: in report.md the card's examples, in report.html its page.
+  for (const [, id] of md.matchAll(/\]\(#(card-[a-z0-9-]+)\)/g)) assert.ok(md.includes(`<a id="${id}"></a>`), `report.md anchors #${id}`);
+  for (const [, id] of html.matchAll(/href="#(card-[a-z0-9-]+)"/g)) assert.ok(html.includes(`id="${id}"`), `report.html has #${id}`);
+}
+
 test('NeuroFMX-mini has the guide\'s default layer paths, and auto-detection picks the Mamba blocks, perceiver and popt', async () => {
   await initBackend();
   const model = createNeuroFMXMini();
@@ -55,6 +101,7 @@ test('mechint demo (built CLI) writes shards, manifest, checkpoint, results and 
   }
   assert.ok(['sae', 'neuron', 'feature', 'probe'].every((a) => a in results.analyses));
   assert.ok((await readFile(summary.report, 'utf8')).includes('## Linear probes'));
+  checkCardsReport(await readFile(summary.report, 'utf8'), await readFile(summary.html, 'utf8'), results);
   const firstCount = manifest.shards.length;
   const second = run();
   assert.equal(second.status, 0, second.stderr);

@@ -47,3 +47,14 @@ export function seededMatrix(rows: number, cols: number, seed = 1): Float32Array
   }
   return out;
 }
+
+/** `F` random unit-norm directions in R^D, row-major (planted features). */
+export function unitDirections(rng: { normal(): number }, F: number, D: number): Float32Array {
+  const U = new Float32Array(F * D);
+  for (let i = 0; i < F; i++) {
+    let s = 0;
+    for (let j = 0; j < D; j++) s += (U[i * D + j] = rng.normal()) ** 2;
+    for (let j = 0; j < D; j++) U[i * D + j]! /= Math.sqrt(s);
+  }
+  return U;
+}

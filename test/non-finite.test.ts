@@ -87,3 +87,18 @@ test('results JSON spells non-finite numbers "NaN", "Infinity" and "-Infinity"',
     unregisterAnalysis('edges');
   }
 });
+
+test('excluding a row keeps every later row at its own row offset and provenance', async () => {
+  const { finiteRows } = await import('../src/analysis/finite-rows.js');
+  const rows = Float32Array.from({ length: 6 * 2 }, (_, i) => Math.floor(i / 2));
+  rows[2 * 2] = NaN; // row 2
+  rows[5 * 2 + 1] = Infinity; // row 5
+  const provenance = Int32Array.from({ length: 6 * 5 }, (_, i) => (i % 5 === 3 ? 100 + Math.floor(i / 5) : 0));
+  const count = { values: 0, rows: 0, seen: 0 };
+  const blocks = [];
+  for await (const b of finiteRows(async function* () { yield { rows, nRows: 6, dim: 2, shard: 's', rowOffset: 10, provenance }; }, count)()) blocks.push(b);
+  // Each kept row's value is its index in the block: offset + i must point back at it.
+  const kept = blocks.flatMap((b) => Array.from({ length: b.nRows }, (_, i) => ({ at: b.rowOffset! + i, value: b.rows[i * 2]!, prov: b.provenance![i * 5 + 3]! })));
+  assert.deepEqual(kept, [0, 1, 3, 4].map((r) => ({ at: 10 + r, value: r, prov: 100 + r })));
+  assert.deepEqual(count, { values: 2, rows: 2, seen: 6 });
+});

@@ -108,7 +108,7 @@ test("shardFormat 'pt': fit writes activations_shard_{id}_step_{N}.pt that torch
   assert.deepEqual(reader.shards.map((s) => [s.format, s.record?.sha256]), manifest.shards.map((s: { sha256: string }) => ['pt', s.sha256]));
   for (const [i, path] of paths.entries()) {
     const d = loaded[path]!;
-    assert.deepEqual(d.keys, ['activations', 'global_step', 'metadata', 'shard_id']);
+    assert.deepEqual(d.keys, ['@provenance', 'activations', 'global_step', 'metadata', 'shard_id']);
     assert.equal(d.global_step, manifest.shards[i].global_step);
     assert.equal(d.shard_id, i);
     assert.equal(d.metadata.epoch, 0);

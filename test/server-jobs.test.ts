@@ -63,10 +63,13 @@ test('an async SAE job answers 202, reports progress, and /health answers in und
 
   const done = await waitFor(id, (j) => j.state !== 'running');
   assert.equal(done.state, 'succeeded', JSON.stringify(done.error));
-  const result = done.result as { analysis_type: string; layer_name: string; results: { final_l0: number; n_rows: number; epochs: number } };
+  const result = done.result as { analysis_type: string; layer_name: string; results: { final_l0: number; n_rows: number; epochs: number; step_selection: { selection: string; read: number[] } } };
   assert.equal(result.analysis_type, 'sae');
   assert.equal(result.layer_name, 'wide');
-  assert.equal(result.results.n_rows, 4000);
+  // An SAE reads the last step's shards by default: 2,000 of the 4,000 rows.
+  assert.equal(result.results.step_selection.selection, 'last');
+  assert.equal(result.results.step_selection.read.length, 1);
+  assert.equal(result.results.n_rows, 2000);
   assert.ok(result.results.final_l0 <= 8 + 1e-9);
   assert.equal((done.progress as { fraction: number }).fraction, 1);
 });

@@ -10,20 +10,23 @@
 import { ConfigError, InsufficientDataError } from '../errors.js';
 import { recordActivations } from '../model/interventions.js';
 import { disposeInputs, firstSamples, headNames, round, targetsByHead } from '../model/model-runs.js';
-import { defineOptions, int, numbers, type OptionInput } from '../options.js';
+import { defineOptions, int, numbers, oneOf, type OptionInput } from '../options.js';
 import type { tf } from '../backend.js';
+import { InputContext, type InputWindow } from './cards-context.js';
 import { compareRuns, runModel, subtractContribution, type RemovalEffect } from './cards-effects.js';
 import { activationHistogram, alignCovariate, covariateStatistic, shuffledAcrossSamples, type ActivationHistogram, type AlignedCovariate, type CovariateAlignment } from './cards-stats.js';
 import { defineAnalysis } from './definition.js';
-import { encodeSae } from './sae-weights.js';
+import { saeBasis, unitBasis } from './cards-basis.js';
 import { previousSae } from './sae-lookup.js';
 import { steer } from './steering.js';
 import type { AnalysisContext, Covariate } from './types.js';
 
 export const cardsOptions = defineOptions('cards option', {
+  source: oneOf(['sae', 'units'] as const, { default: 'sae', doc: "'sae': a card per SAE latent of the layer (the sae analysis runs first); 'units': a card per unit of the layer itself, no SAE (removal sets the unit to 0)." }),
   maxCards: int({ min: 1, default: 32, doc: 'Cards made per layer: the latents active on the most eval rows.' }),
   maxSamples: int({ min: 1, default: 512, doc: 'Eval samples used (the first ones).' }),
   topExamples: int({ min: 0, default: 5, doc: 'Top-activating (sample, position) examples per card.' }),
+  contextWindow: int({ min: 0, max: 1000, default: 8, doc: "Positions each side of a top example's position kept as its input context (sequence inputs)." }),
   histogramBins: int({ min: 1, max: 1000, default: 20, doc: "Bins of each card's activation histogram (over its non-zero values)." }),
   controlShuffles: int({ min: 1, max: 1000, default: 20, doc: 'Shuffles of each covariate across samples; `control_r` is the largest |statistic| among them (the chance level).' }),
   alphas: numbers({ minLength: 2, default: [-0.5, 0, 0.5], doc: "Steering α (small), in units of the latent's mean active value; the slope is reported per unit of added activation." }),
@@ -49,6 +52,10 @@ export interface TopExample {
   context: Record<string, number | null>;
   /** The latent at every position of the sample (layers with positions, at most 256). */
   values?: (number | null)[];
+  /** The model input around the position (a sequence input's window; a flat input's values). */
+  input?: InputWindow;
+  /** The per-position covariates over the positions of `input`. */
+  traces?: Record<string, (number | null)[]>;
 }
 
 export interface SteeringEffect {
@@ -72,13 +79,14 @@ export interface LatentCard {
   covariate_controls: Record<string, number | null>;
   top_examples: TopExample[];
   output_effects: { removal: RemovalEffect; steering: SteeringEffect };
-  /** The 3 latents whose decoder rows are closest in direction. */
+  /** The 3 latents whose decoder rows are closest in direction (units: whose activations correlate most). */
   neighbours: { index: number; cosine: number | null }[];
   description: string;
 }
 
 export interface CardsResult {
-  source: 'sae';
+  /** What a card describes: an SAE latent, or a unit of the layer. */
+  source: 'sae' | 'units';
   n_latents: number;
   n_samples: number;
   n_rows: number;
@@ -107,8 +115,8 @@ export function cardCovariates(e: AnalysisContext['evalData']): Record<string, C
   return out;
 }
 
-function describe(c: Omit<LatentCard, 'description'>): string {
-  const parts = [`Latent ${c.index} is active on ${((c.density ?? 0) * 100).toFixed(1)}% of rows (up to ${c.max_activation?.toPrecision(3)})`];
+function describe(c: Omit<LatentCard, 'description'>, what: 'Latent' | 'Unit'): string {
+  const parts = [`${what} ${c.index} is active on ${((c.density ?? 0) * 100).toFixed(1)}% of rows (up to ${c.max_activation?.toPrecision(3)})`];
   const b = c.best_covariate;
   if (b && b.r !== null && Math.abs(b.r) > (b.control_r ?? 0) && Math.abs(b.r) >= 0.1) {
     parts.push(`it tracks \`${b.name}\` (${b.statistic === 'eta' ? 'η' : 'r'} = ${b.r.toFixed(2)}, chance ${(b.control_r ?? 0).toFixed(2)})`);
@@ -119,16 +127,16 @@ function describe(c: Omit<LatentCard, 'description'>): string {
   const top = [...removal.heads].sort((x, y) => (y.rms_change ?? 0) - (x.rms_change ?? 0))[0];
   if (top) parts.push(`removing it moves \`${top.head}\` by RMS ${(top.rms_change ?? 0).toPrecision(3)}${removal.loss_change === null ? '' : ` and changes the loss by ${removal.loss_change >= 0 ? '+' : ''}${removal.loss_change.toPrecision(3)}`}`);
   const n = c.neighbours[0];
-  if (n) parts.push(`its nearest latent is ${n.index} (cosine ${(n.cosine ?? 0).toFixed(2)})`);
+  if (n) parts.push(what === 'Unit' ? `it correlates most with unit ${n.index} (r ${(n.cosine ?? 0).toFixed(2)})` : `its nearest latent is ${n.index} (cosine ${(n.cosine ?? 0).toFixed(2)})`);
   return `${parts.join('; ')}.`;
 }
 
-/** Cards for the most active SAE latents of `ctx.layer` (the registry calls this with the context). */
+/** Cards for the most active SAE latents (or the most variable units) of `ctx.layer`. */
 export async function runCardsAnalysis(options: Record<string, unknown>, ctx: Pick<AnalysisContext, 'layer' | 'model' | 'evalData' | 'previous' | 'outputDir'>): Promise<CardsResult> {
   const o = cardsOptions.resolve(options);
   if (!ctx.model || !ctx.evalData) throw new InsufficientDataError('The cards analysis needs the model and eval data (evalData.inputs)');
-  const sae = await previousSae(ctx, ctx.layer);
-  if (!sae) throw new InsufficientDataError(`The cards analysis needs SAE weights for \`${ctx.layer}\`: run the sae analysis first (analysesToRun with 'sae')`);
+  const sae = o.source === 'sae' ? await previousSae(ctx, ctx.layer) : null;
+  if (o.source === 'sae' && !sae) throw new InsufficientDataError(`The cards analysis needs SAE weights for \`${ctx.layer}\`: run the sae analysis first (analysesToRun with 'sae'), or give source: 'units'`);
   const model = ctx.model;
   const inputs = firstSamples(ctx.evalData.inputs, o.maxSamples);
   let targets: tf.Tensor[] | null = null;
@@ -136,21 +144,27 @@ export async function runCardsAnalysis(options: Record<string, unknown>, ctx: Pi
     const n = (Array.isArray(inputs) ? inputs[0]! : inputs).shape[0]!;
     const act = (await recordActivations(model, [ctx.layer], inputs))[ctx.layer]!;
     const D = act.shape.at(-1)!;
-    if (sae.dim !== D) throw new ConfigError(`The SAE for \`${ctx.layer}\` has dim ${sae.dim} but the layer has ${D} units`);
+    if (sae && sae.dim !== D) throw new ConfigError(`The SAE for \`${ctx.layer}\` has dim ${sae.dim} but the layer has ${D} units`);
     const rows = act.data.length / D;
     const P = rows / n;
-    const L = sae.nLatents;
-    const z = await encodeSae(sae, act.data, rows);
+    const basis = sae ? await saeBasis(sae, act.data, rows) : unitBasis(act.data, rows, D);
+    const { z, size: L } = basis;
     const fires = new Float64Array(L);
     const sum = new Float64Array(L);
+    const sumActive = new Float64Array(L);
+    const sumSq = new Float64Array(L);
     const max = new Float64Array(L);
     for (let r = 0; r < rows; r++) {
       for (let l = 0; l < L; l++) {
         const v = z[r * L + l]!;
-        if (v > 0) (fires[l]!++, (sum[l]! += v), (max[l] = Math.max(max[l]!, v)));
+        if (v > 0) (fires[l]!++, (sumActive[l]! += v), (max[l] = Math.max(max[l]!, v)));
+        sum[l]! += v;
+        sumSq[l]! += v * v;
       }
     }
-    const chosen = Array.from({ length: L }, (_, l) => l).filter((l) => fires[l]! > 0).sort((a, b) => fires[b]! - fires[a]! || a - b).slice(0, o.maxCards);
+    // SAE latents: the ones active on the most rows. Units (signed, often always on): the most variable.
+    const score = (l: number) => (basis.kind === 'sae' ? fires[l]! : sumSq[l]! / rows - (sum[l]! / rows) ** 2);
+    const chosen = Array.from({ length: L }, (_, l) => l).filter((l) => (basis.kind === 'sae' ? fires[l]! > 0 : score(l) > 0)).sort((a, b) => score(b) - score(a) || a - b).slice(0, o.maxCards);
 
     const covs: AlignedCovariate[] = Object.entries(cardCovariates(ctx.evalData)).map(([name, c]) => alignCovariate(name, c, n, P));
     const controls = covs.map((c) => shuffledAcrossSamples(c.values, n, o.controlShuffles, o.seed));
@@ -160,15 +174,10 @@ export async function runCardsAnalysis(options: Record<string, unknown>, ctx: Pi
       targets = all.map((t) => t.slice(0, Math.min(n, t.shape[0]!)));
     }
     const heads = headNames(model);
+    const firstInput = Array.isArray(inputs) ? inputs[0]! : inputs;
+    const context = new InputContext(model.inputNames[0] ?? 'input', firstInput.dataSync(), firstInput.shape, P, o.contextWindow);
     const clean = await runModel(model, ctx.layer, inputs, targets, o.batchSize);
     const lossKind = targets ? (((model as { lossFunctions?: unknown[] }).lossFunctions?.length ?? 0) === model.outputs.length ? 'compiled' : 'mse') : null;
-
-    // Decoder rows' norms, for the neighbours' cosines.
-    const norms = Float64Array.from({ length: L }, (_, l) => {
-      let s = 0;
-      for (let j = 0; j < D; j++) s += sae.W_dec[l * D + j]! ** 2;
-      return Math.sqrt(s);
-    });
 
     const cards: LatentCard[] = [];
     const perSample = new Float64Array(n);
@@ -202,27 +211,21 @@ export async function runCardsAnalysis(options: Record<string, unknown>, ctx: Pi
         const position = r % P;
         const ex: TopExample = { sample, position, value: round(perRow[r]!), context: Object.fromEntries(covs.map((c) => [c.name, round(c.at(sample, position))])) };
         if (P > 1 && P <= 256) ex.values = Array.from(perRow.subarray(sample * P, (sample + 1) * P), (v) => round(v));
+        ex.input = context.window(sample, position);
+        const traces = context.traces(covs, sample, ex.input);
+        if (traces) ex.traces = traces;
         return ex;
       });
 
-      const direction = sae.W_dec.slice(l * D, (l + 1) * D);
+      const direction = basis.direction(l);
       const changed = await runModel(model, ctx.layer, inputs, targets, o.batchSize, subtractContribution(z, L, l, direction, P));
       const removal = { ...compareRuns(heads, clean, changed), loss_kind: lossKind } as RemovalEffect;
-      const meanActive = sum[l]! / fires[l]!;
+      const meanActive = fires[l]! > 0 ? sumActive[l]! / fires[l]! : Math.sqrt(sumSq[l]! / rows);
       const alphas = o.alphas.map((a) => a * meanActive);
       const curve = await steer(model, ctx.layer, direction, alphas, inputs, { maxSamples: n });
       const steering: SteeringEffect = { alphas: alphas.map((a) => round(a) ?? 0), heads: curve.heads.map((h) => ({ head: h.head, slope: h.slope, top_units: h.top_units })) };
 
-      const neighbours = Array.from({ length: L }, (_, m) => m)
-        .filter((m) => m !== l)
-        .map((m) => {
-          let dot = 0;
-          for (let j = 0; j < D; j++) dot += sae.W_dec[l * D + j]! * sae.W_dec[m * D + j]!;
-          return { index: m, cosine: norms[l]! > 0 && norms[m]! > 0 ? dot / (norms[l]! * norms[m]!) : NaN };
-        })
-        .sort((a, b) => (b.cosine || -2) - (a.cosine || -2) || a.index - b.index)
-        .slice(0, 3)
-        .map((x) => ({ index: x.index, cosine: round(x.cosine) }));
+      const neighbours = basis.neighbours(l);
 
       const card: Omit<LatentCard, 'description'> = {
         index: l,
@@ -238,10 +241,10 @@ export async function runCardsAnalysis(options: Record<string, unknown>, ctx: Pi
         output_effects: { removal, steering },
         neighbours,
       };
-      cards.push({ ...card, description: describe(card) });
+      cards.push({ ...card, description: describe(card, basis.kind === 'sae' ? 'Latent' : 'Unit') });
     }
     return {
-      source: 'sae',
+      source: basis.kind,
       n_latents: L,
       n_samples: n,
       n_rows: rows,
@@ -259,9 +262,9 @@ export async function runCardsAnalysis(options: Record<string, unknown>, ctx: Pi
 export const cardsAnalysis = defineAnalysis({
   name: 'cards',
   title: 'Latent cards',
-  description: 'one card per active SAE latent: density, histogram, covariate correlations against chance, top examples, output effects, neighbours',
+  description: 'one card per active SAE latent (or unit): density, histogram, covariate correlations against chance, top examples, output effects, neighbours',
   options: cardsOptions,
-  needs: { model: true, evalData: ['inputs', 'targets', 'probeTargets', 'covariates'], analyses: ['sae'] },
+  needs: { model: true, evalData: ['inputs', 'targets', 'probeTargets', 'covariates'], analyses: (o) => (o.source === 'units' ? [] : ['sae']) },
   usesTf: true,
   readsRows: false,
   run: (_rows, options, ctx) => runCardsAnalysis(options, ctx),

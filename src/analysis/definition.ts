@@ -16,8 +16,12 @@ export interface AnalysisNeeds {
    * results key names only those, so adding probe targets does not invalidate a causal result).
    */
   readonly evalData?: boolean | readonly EvalDataPart[];
-  /** Results of these analyses on the same layer, found (this run, then the results store) or computed first: steering ← sae. */
-  readonly analyses?: readonly string[];
+  /**
+   * Results of these analyses on the same layer, found (this run, then the results store) or
+   * computed first: steering ← sae. A function of the resolved options when they decide it
+   * (cards of units need no SAE).
+   */
+  readonly analyses?: readonly string[] | ((options: Record<string, unknown>) => readonly string[]);
   /** Results these analyses left on any layer are used when they exist, never computed for it: circuit uses SAEs. */
   readonly optional?: readonly string[];
   /** The result depends on the other sampled layers (circuit relates each layer to the next). */
@@ -42,4 +46,11 @@ export interface AnalysisDefinition<S extends FieldMap = FieldMap, R extends obj
 /** Identity for type inference: `defineAnalysis({ name: 'mine', options: defineOptions(…), run })`. */
 export function defineAnalysis<S extends FieldMap, R extends object>(def: AnalysisDefinition<S, R>): AnalysisDefinition<S, R> {
   return def;
+}
+
+/** The analyses `def` needs on the same layer, for these options (resolved; the defaults when omitted). */
+export function dependenciesOf(def: AnalysisDefinition, options?: Record<string, unknown>): readonly string[] {
+  const deps = def.needs?.analyses;
+  if (typeof deps !== 'function') return deps ?? [];
+  return deps(options ?? (def.options.resolve({}) as Record<string, unknown>));
 }

@@ -16,7 +16,8 @@ import type { StepSelection } from '../options.js';
 import { ALL_EVAL_DATA_PARTS, evalDataFingerprint, modelFingerprint } from '../model/fingerprint.js';
 import type { tf } from '../backend.js';
 import type { RowSource } from '../storage/rows.js';
-import type { AnalysisDefinition } from './definition.js';
+import { dependenciesOf, type AnalysisDefinition } from './definition.js';
+import type { RowOrigin, RowRef } from '../storage/provenance.js';
 import { finiteRows, type NonFiniteCount } from './finite-rows.js';
 import { requireAnalysis } from './registry.js';
 import { absolutize, type ResultsStore } from './results-store.js';
@@ -34,6 +35,8 @@ export interface LayerSource {
   shardIds(layer: string): string[];
   /** The global steps of the shards holding `layer`, ascending (none for uploads). */
   steps(layer: string): number[];
+  /** Where rows came from (provenance, and the inputs and targets captured with them); absent when the source cannot say. */
+  origins?(layer: string, refs: readonly RowRef[]): Promise<RowOrigin[]>;
 }
 
 export interface ExecuteRequest {
@@ -129,7 +132,7 @@ export function assertRunnable(name: string, has: { model: boolean; evalData: bo
   const def = requireAnalysis(name);
   if (def.needs?.model && !has.model) throw new ModelRequiredError(`The ${name} analysis needs the model: ${how.model}`);
   if (def.needs?.evalData && !has.evalData) throw new ModelRequiredError(`The ${name} analysis needs eval data: ${how.evalData}`);
-  for (const dep of def.needs?.analyses ?? []) assertRunnable(dep, has, how);
+  for (const dep of dependenciesOf(def)) assertRunnable(dep, has, how);
 }
 
 class Execution {
@@ -159,17 +162,29 @@ class Execution {
     if (readsRows && !info) {
       throw new LayerNotFoundError(`No layer \`${layer}\` in ${this.env.source.label}; it holds ${this.env.source.layerNames().join(', ') || 'no layers'}`);
     }
-    const merged = { ...this.req.config.optionsFor(name), ...this.req.options?.[name] };
-    const options = def.options.resolve(merged, info ? { dim: info.dim } : {}) as Record<string, unknown>;
+    const options = this.resolvedOptions(def, info?.dim);
     const shards = readsRows ? this.env.source.shardIds(layer) : [];
     const parts: Record<string, unknown> = { analysis: name, layer, options, shards };
     if (def.needs?.model) parts.model = this.modelKey();
     if (def.needs?.model || def.needs?.evalData) parts.evalData = this.evalDataKey(def);
     if (def.needs?.contextLayers) parts.contextLayers = this.contextLayers;
     // What it reads from other analyses is part of what it is.
-    for (const dep of def.needs?.analyses ?? []) parts[`uses.${dep}`] = this.keyOf(dep, layer);
+    for (const dep of dependenciesOf(def, options)) parts[`uses.${dep}`] = this.keyOf(dep, layer);
     for (const dep of def.needs?.optional ?? []) parts[`uses.${dep}`] = this.contextLayers.map((l) => this.keyOf(dep, l));
     return { def, layer, options, key: resultKey(parts), shards };
+  }
+
+  /** What `name` needs on `layer` with the options this request gives it. */
+  private dependencies(name: string, layer: string): readonly string[] {
+    const def = requireAnalysis(name);
+    if (typeof def.needs?.analyses !== 'function') return dependenciesOf(def);
+    const info = this.env.source.layer(layer);
+    return dependenciesOf(def, this.resolvedOptions(def, info?.dim));
+  }
+
+  private resolvedOptions(def: AnalysisDefinition, dim: number | undefined): Record<string, unknown> {
+    const merged = { ...this.req.config.optionsFor(def.name), ...this.req.options?.[def.name] };
+    return def.options.resolve(merged, dim === undefined ? {} : { dim }) as Record<string, unknown>;
   }
 
   private keyOf(name: string, layer: string): string | null {
@@ -190,7 +205,7 @@ class Execution {
     const progress = (p: AnalysisProgress) => this.env.onProgress?.(p);
     try {
       // Dependencies settle first, so the unit's key names them.
-      for (const dep of requireAnalysis(name).needs?.analyses ?? []) {
+      for (const dep of this.dependencies(name, layer)) {
         const r = await this.ensure(dep, layer, true);
         if (typeof r.error === 'string') throw new DependencyError(`The ${name} analysis needs the ${dep} analysis of \`${layer}\`, which failed: ${r.error}`);
       }
@@ -221,7 +236,7 @@ class Execution {
   async ensureStoredOnly(name: string, layer: string): Promise<boolean> {
     if (this.analyses[name]?.[layer]) return true;
     const def = requireAnalysis(name);
-    for (const dep of def.needs?.analyses ?? []) if (!(await this.ensureStoredOnly(dep, layer))) return false;
+    for (const dep of this.dependencies(name, layer)) if (!(await this.ensureStoredOnly(dep, layer))) return false;
     for (const dep of def.needs?.optional ?? []) for (const l of this.contextLayers) await this.findOnly(dep, l);
     return this.findOnly(name, layer);
   }
@@ -260,6 +275,7 @@ class Execution {
       previous,
       layers: [...this.contextLayers],
       rowsOf: (l) => this.env.source.rows(l),
+      ...(this.env.source.origins ? { origins: (refs: readonly RowRef[]) => this.env.source.origins!(layer, refs) } : {}),
       ...(this.env.onProgress ? { onProgress: this.env.onProgress } : {}),
     };
     const nonFinite: NonFiniteCount = { values: 0, rows: 0, seen: 0 };
@@ -279,7 +295,7 @@ class Execution {
     if (selected !== null) {
       result = { ...result, step_selection: { selection: selection ?? 'all', read: selected.steps ?? this.env.source.steps(layer) }, non_finite: { values: nonFinite.values, rows_excluded: nonFinite.rows, rows_read: nonFinite.seen } };
     }
-    const used = [...(def.needs?.analyses ?? []), ...(def.needs?.optional ?? [])].flatMap((dep) =>
+    const used = [...dependenciesOf(def, unit.options), ...(def.needs?.optional ?? [])].flatMap((dep) =>
       this.results.filter((r) => r.analysis === dep && (r.layer === layer || def.needs?.optional?.includes(dep))).map((r) => ({ analysis: dep, layer: r.layer, origin: r.origin, key: r.key })),
     );
     return used.length > 0 ? { ...result, depends_on: used } : result;

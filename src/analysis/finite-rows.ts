@@ -4,6 +4,7 @@
  * result (`non_finite`). A block with none is passed on as it is (one multiply-add per value).
  */
 import type { RowBatch, RowSource } from '../storage/rows.js';
+import { PROVENANCE_COLUMNS } from '../storage/provenance.js';
 
 export interface NonFiniteCount {
   /** Non-finite values met in the last complete pass. */
@@ -31,20 +32,28 @@ export function finiteRows(source: RowSource, count: NonFiniteCount): RowSource 
         yield b;
         continue;
       }
-      const kept = new Float32Array(b.nRows * b.dim);
-      let k = 0;
+      // Runs of finite rows go on as blocks of their own, so each keeps its true row offset (and provenance).
+      let runStart = 0;
+      const cut = function* (from: number, to: number): Generator<RowBatch> {
+        if (to <= from) return;
+        yield {
+          ...b,
+          rows: b.rows.subarray(from * b.dim, to * b.dim),
+          nRows: to - from,
+          ...(b.rowOffset === undefined ? {} : { rowOffset: b.rowOffset + from }),
+          ...(b.provenance === undefined ? {} : { provenance: b.provenance.subarray(from * PROVENANCE_COLUMNS.length, to * PROVENANCE_COLUMNS.length) }),
+        };
+      };
       for (let r = 0; r < b.nRows; r++) {
-        const row = b.rows.subarray(r * b.dim, (r + 1) * b.dim);
         let bad = 0;
-        for (let j = 0; j < b.dim; j++) if (!Number.isFinite(row[j]!)) bad++;
-        if (bad === 0) kept.set(row, k++ * b.dim);
-        else {
-          values += bad;
-          excluded++;
-        }
+        for (let j = r * b.dim; j < (r + 1) * b.dim; j++) if (!Number.isFinite(b.rows[j]!)) bad++;
+        if (bad === 0) continue;
+        values += bad;
+        excluded++;
+        yield* cut(runStart, r);
+        runStart = r + 1;
       }
-      // Row offsets of what follows a dropped row shift; top-row provenance keeps the block's first row.
-      if (k > 0) yield { ...b, rows: kept.subarray(0, k * b.dim), nRows: k };
+      yield* cut(runStart, b.nRows);
     }
     Object.assign(count, { values, rows: excluded, seen });
   };

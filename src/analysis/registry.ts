@@ -16,13 +16,19 @@ import { steeringAnalysis } from './steering.js';
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each definition keeps its own option and result types
 type AnyDefinition = AnalysisDefinition<any, object>;
 
-/** Every analysis that reads captured rows takes the training steps it reads (the executor selects them). */
-const STEPS_OPTION = {
-  steps: steps({ default: 'all', doc: "Training steps whose rows are read: 'all', 'last' (the shards of the last global step: the trained model), or [from, to] global steps, inclusive." }),
-};
+const STEPS_DOC = "Training steps whose rows are read: 'all', 'last' (the shards of the last global step: the trained model), or [from, to] global steps, inclusive.";
 
+/**
+ * What each built-in reads by default. The SAE and the feature analysis describe a representation,
+ * so they read the trained model's rows ('last'), not step 0's; neuron statistics and dynamics
+ * summarise the whole run.
+ */
+const DEFAULT_STEPS: Record<string, 'all' | 'last'> = { sae: 'last', feature: 'last' };
+
+/** Every analysis that reads captured rows takes the training steps it reads (the executor selects them). */
 function withSteps(def: AnyDefinition): AnyDefinition {
-  return def.readsRows === false || Object.hasOwn(def.options.fields, 'steps') ? def : { ...def, options: def.options.extend(STEPS_OPTION) };
+  if (def.readsRows === false || Object.hasOwn(def.options.fields, 'steps')) return def;
+  return { ...def, options: def.options.extend({ steps: steps({ default: DEFAULT_STEPS[def.name] ?? 'all', doc: STEPS_DOC }) }) };
 }
 
 const builtins: AnyDefinition[] = [neuronAnalysis, featureAnalysis, saeAnalysis, dynamicsAnalysis, probeAnalysis, causalAnalysis, circuitAnalysis, steeringAnalysis, cardsAnalysis].map(withSteps);

@@ -40,6 +40,10 @@ export interface SaeHyper {
   auxK: number;
   auxCoefficient: number;
   deadStepsThreshold: number;
+  /** Worker threads (TopK): 1 trains in the calling thread; default every core. */
+  workers?: number;
+  /** Largest batch a step gets (sizes the TopK workers' shared buffers); default 4096. */
+  maxRows?: number;
 }
 
 /** The latents of a block of rows: the k active ones per row (TopK) or all of them (ReLU). */
@@ -55,18 +59,24 @@ export interface StepMetrics {
 }
 
 export interface SaeTrainer {
-  /** One step on `nRows` rows of the (normalised) batch, row-major `nRows × dim`. */
+  /** One step on `nRows` rows of the (normalised) batch, row-major `nRows × dim`; the batch may be reused once it returns. */
   step(batch: Float32Array, nRows: number): void;
   /** Sums since the last call (loss × rows, active latents, rows), then resets them. */
   takeMetrics(): StepMetrics;
-  dispose(): void;
+  /**
+   * A trainer that keeps its own copy of the parameters (the TopK workers) returns them here,
+   * and encodes with them; otherwise the SaeParams variables it was given are the truth.
+   */
+  values?(): SaeParamValues;
+  encode?(rows: Float32Array, nRows: number): { code: LatentCode; sqErr: number };
+  dispose(): void | Promise<void>;
 }
 
 export interface SaeArchitecture {
   readonly name: SaeArchitectureName;
   /** Initial parameters in the normalised space (b_dec = 0 there is the data mean). */
   init(hp: SaeHyper, rng: Rng): SaeParamValues;
-  createTrainer(params: SaeParams, hp: SaeHyper): SaeTrainer;
+  createTrainer(params: SaeParams, hp: SaeHyper): SaeTrainer | Promise<SaeTrainer>;
   /** Encodes `nRows` normalised rows; returns the code and the sum of squared reconstruction errors. */
   encode(params: SaeParams, hp: SaeHyper, rows: Float32Array, nRows: number): { code: LatentCode; sqErr: number };
 }

@@ -4,11 +4,26 @@
  * small) and a fixed number of histogram bins, so memory is O(L·(m + bins)) whatever the number
  * of rows.
  */
+import type { RowOrigin, RowRef } from '../storage/provenance.js';
+
 export interface TopRow {
   shard: string | null;
   global_step: number | null;
   row: number;
   value: number;
+  /** Where the row came from, from the shard's provenance (and its input and target when they were captured). */
+  origin?: Omit<RowOrigin, 'shard' | 'shardRow'>;
+}
+
+/** Fills in each top row's `origin` (one lookup for all of them). */
+export async function attachOrigins(top: TopLatent[], origins: (refs: readonly RowRef[]) => Promise<RowOrigin[]>): Promise<void> {
+  const rows = top.flatMap((t) => t.top_rows).filter((r) => r.shard !== null);
+  if (rows.length === 0) return;
+  const found = await origins(rows.map((r) => ({ shard: r.shard!, row: r.row })));
+  for (const [i, r] of rows.entries()) {
+    const { shard: _shard, shardRow: _row, ...origin } = found[i]!;
+    r.origin = origin;
+  }
 }
 
 /** Counts of a latent's positive activations in equal-width bins from 0 to the last edge. */

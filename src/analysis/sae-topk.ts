@@ -2,6 +2,10 @@
  * TopK sparse autoencoder (Gao et al. 2024): z = ReLU(TopK(W_enc(x − b_dec) + b_enc)),
  * x̂ = W_dec z + b_dec, unit-norm decoder rows, optional AuxK loss on dead latents.
  *
+ * Training runs on latent slices in worker threads (sae-slice.ts, sae-parallel.ts); what stays
+ * here is the selection, the tfjs form of the loss and its gradients (the reference the slices'
+ * loops are checked against) and a single-thread tfjs encoder.
+ *
  * Speed: only the encoder product is dense. The k active latents per row are chosen in JS from
  * the pre-activations (reading them back on wasm is a memcpy; tf.topk took ~0.9 ms per 256×256
  * batch here, a third of a whole step), which also gives AuxK its dead latents for free; and
@@ -10,9 +14,11 @@
  */
 import { tf } from '../backend.js';
 import {
-  Adam, initTiedWeights, variableOf,
-  type LatentCode, type SaeArchitecture, type SaeGradients, type SaeHyper, type SaeParams, type SaeTrainer,
+  initTiedWeights, readParams,
+  type LatentCode, type SaeArchitecture, type SaeGradients, type SaeHyper, type SaeParams, type SaeParamValues, type SaeTrainer,
 } from './sae-common.js';
+import { defaultSaeWorkers, startTopK, type TopKRunner } from './sae-parallel.js';
+import { sliceTopK } from './sae-slice-topk.js';
 
 /**
  * Picks the `k` largest entries of each row of `pre` (`nRows × L`), writing ReLU'd values and
@@ -23,36 +29,14 @@ export function selectTopK(
   pre: Float32Array, nRows: number, L: number, k: number,
   values: Float32Array, indices: Int32Array, allowed?: Uint8Array,
 ): number {
+  // One slice over all latents, then ReLU; fewer candidates than k (AuxK with few dead latents) pad with latent 0 at value 0.
+  sliceTopK(pre, nRows, L, 0, k, values, indices, allowed);
   let active = 0;
-  const topV = new Float32Array(k);
-  const topI = new Int32Array(k);
-  for (let r = 0; r < nRows; r++) {
-    const base = r * L;
-    let filled = 0;
-    let floor = -Infinity;
-    for (let i = 0; i < L; i++) {
-      if (allowed !== undefined && allowed[i] === 0) continue;
-      const v = pre[base + i]!;
-      if (filled === k && !(v > floor)) continue;
-      // Insertion into a short sorted list: k is small and most entries fail the floor test.
-      let j = filled < k ? filled++ : k - 1;
-      while (j > 0 && topV[j - 1]! < v) {
-        topV[j] = topV[j - 1]!;
-        topI[j] = topI[j - 1]!;
-        j--;
-      }
-      topV[j] = v;
-      topI[j] = i;
-      if (filled === k) floor = topV[k - 1]!;
-    }
-    const out = r * k;
-    for (let j = 0; j < k; j++) {
-      // Fewer candidates than k (AuxK with few dead latents): pad with latent 0 at value 0.
-      const v = j < filled ? topV[j]! : 0;
-      values[out + j] = v > 0 ? v : 0;
-      indices[out + j] = j < filled ? topI[j]! : 0;
-      if (v > 0) active++;
-    }
+  for (let i = 0; i < nRows * k; i++) {
+    const v = values[i]!;
+    if (indices[i]! < 0) indices[i] = 0;
+    values[i] = v > 0 ? v : 0;
+    if (v > 0) active++;
   }
   return active;
 }
@@ -114,84 +98,55 @@ export function topkLossAndGradients(
   return { loss, xhat, grads: { W_enc: dWenc, b_enc: dbenc, W_dec: dWdec, b_dec: dbdec } };
 }
 
-class TopKTrainer implements SaeTrainer {
-  private readonly adam: Adam;
-  private readonly lossSum = variableOf(() => tf.scalar(0));
-  private l0 = 0;
+/**
+ * Trains on latent slices in worker threads (sae-parallel.ts, sae-slice.ts). The all-tfjs trainer
+ * this replaced spent more per step on dense Adam, renormalisation and [L, d] scatters than on
+ * the encoder product, on one core.
+ */
+class SlicedTopKTrainer implements SaeTrainer {
   private rows = 0;
-  private stepCount = 0;
-  /** The step at which each latent last fired, for AuxK's dead latents. */
-  private readonly lastActive: Int32Array;
-  private readonly dead: Uint8Array;
 
-  constructor(private readonly p: SaeParams, private readonly hp: SaeHyper) {
-    this.adam = new Adam([p.W_enc, p.b_enc, p.W_dec, p.b_dec], hp.lr);
-    this.lastActive = new Int32Array(hp.nLatents);
-    this.dead = new Uint8Array(hp.nLatents);
-  }
+  constructor(private readonly runner: TopKRunner, private readonly k: number) {}
 
   step(batch: Float32Array, B: number): void {
-    const { dim: d, nLatents: L, k, auxK } = this.hp;
-    const { p } = this;
-    this.stepCount++;
-    const x = tf.tensor2d(batch.subarray(0, B * d), [B, d]);
-    const pre = tf.tidy(() => tf.fused.matMul({ a: tf.sub(x, p.b_dec), b: p.W_enc, bias: p.b_enc }));
-    const preData = pre.dataSync() as Float32Array;
-    const values = new Float32Array(B * k);
-    const indices = new Int32Array(B * k);
-    this.l0 += selectTopK(preData, B, L, k, values, indices);
+    this.runner.step(batch, B);
     this.rows += B;
-    for (let i = 0; i < B * k; i++) if (values[i]! > 0) this.lastActive[indices[i]!] = this.stepCount;
-    let auxSel: { values: Float32Array; indices: Int32Array; ka: number } | undefined;
-    if (auxK > 0) {
-      let nDead = 0;
-      for (let i = 0; i < L; i++) {
-        const isDead = this.stepCount - this.lastActive[i]! > this.hp.deadStepsThreshold ? 1 : 0;
-        this.dead[i] = isDead;
-        nDead += isDead;
-      }
-      if (nDead > 0) {
-        const ka = Math.min(auxK, nDead);
-        auxSel = { values: new Float32Array(B * ka), indices: new Int32Array(B * ka), ka };
-        selectTopK(preData, B, L, ka, auxSel.values, auxSel.indices, this.dead);
-      }
-    }
-    tf.tidy(() => {
-      const sel = { values: tf.tensor2d(values, [B, k]), indices: tf.tensor2d(indices, [B, k], 'int32') };
-      const aux = auxSel && {
-        sel: { values: tf.tensor2d(auxSel.values, [B, auxSel.ka]), indices: tf.tensor2d(auxSel.indices, [B, auxSel.ka], 'int32') },
-        coefficient: this.hp.auxCoefficient,
-      };
-      const { loss, grads } = topkLossAndGradients(p, x, sel, aux);
-      // Keep decoder rows on the unit sphere: drop the gradient's radial part, renormalise after.
-      const radial = tf.sum(tf.mul(grads.W_dec, p.W_dec), 1, true);
-      const dWdec = tf.sub(grads.W_dec, tf.mul(radial, p.W_dec));
-      this.adam.apply([grads.W_enc, grads.b_enc, dWdec, grads.b_dec]);
-      p.W_dec.assign(tf.mul(p.W_dec, tf.rsqrt(tf.sum(tf.square(p.W_dec), 1, true))));
-      this.lossSum.assign(tf.add(this.lossSum, tf.mul(loss, B)));
-    });
-    x.dispose();
-    pre.dispose();
   }
 
   takeMetrics(): { loss: number; l0: number; rows: number } {
-    const out = { loss: (this.lossSum.dataSync() as Float32Array)[0]!, l0: this.l0, rows: this.rows };
-    tf.tidy(() => this.lossSum.assign(tf.scalar(0)));
-    this.l0 = 0;
+    const m = this.runner.takeMetrics();
+    const out = { loss: m.loss, l0: m.l0, rows: this.rows };
     this.rows = 0;
     return out;
   }
 
-  dispose(): void {
-    this.adam.dispose();
-    this.lossSum.dispose();
+  values(): SaeParamValues {
+    return this.runner.values();
   }
+
+  encode(rows: Float32Array, nRows: number): { code: LatentCode; sqErr: number } {
+    const { values, indices, sqErr } = this.runner.encode(rows, nRows);
+    return { code: { kind: 'sparse', values, indices, perRow: this.k }, sqErr };
+  }
+
+  dispose(): Promise<void> {
+    return this.runner.dispose();
+  }
+}
+
+/** Starts the TopK workers on `init` (SAELens layout, normalised space). */
+export async function startTopKTrainer(init: SaeParamValues, hp: SaeHyper): Promise<SaeTrainer> {
+  const runner = await startTopK(init, {
+    dim: hp.dim, nLatents: hp.nLatents, k: hp.k, auxK: hp.auxK, auxCoefficient: hp.auxCoefficient,
+    deadStepsThreshold: hp.deadStepsThreshold, lr: hp.lr, maxRows: hp.maxRows ?? 4096,
+  }, hp.workers ?? defaultSaeWorkers());
+  return new SlicedTopKTrainer(runner, hp.k);
 }
 
 export const topkArchitecture: SaeArchitecture = {
   name: 'topk',
   init: (hp, rng) => initTiedWeights(hp, rng, 1),
-  createTrainer: (params, hp) => new TopKTrainer(params, hp),
+  createTrainer: (params, hp) => startTopKTrainer(readParams(params), hp),
   encode(p, hp, rows, B) {
     const { dim: d, nLatents: L, k } = hp;
     const values = new Float32Array(B * k);

@@ -7,6 +7,7 @@
  *   pre = (x − b_dec) · W_enc + b_enc;  z = ReLU(TopK_k(pre)) or ReLU(pre);  x̂ = z · W_dec + b_dec.
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { initBackend, tf } from '../backend.js';
 import { FormatError } from '../errors.js';
@@ -14,6 +15,7 @@ import { fromFloat32, toFloat32 } from '../formats/dtypes.js';
 import { parseSafetensors, serializeSafetensors } from '../formats/safetensors.js';
 import { createParams, disposeParams, type SaeArchitectureName, type SaeHyper, type SaeParamValues } from './sae-common.js';
 import { getSaeArchitecture, isSaeArchitectureName } from './sae-registry.js';
+import { startTopKTrainer } from './sae-topk.js';
 
 /** Folder, beside the results, that holds one `<layer>.safetensors` per layer. */
 export const SAE_WEIGHTS_DIR = 'sae';
@@ -93,11 +95,18 @@ function hyperOf(sae: SaeWeights): SaeHyper {
 }
 
 const CHUNK_ROWS = 4096;
+/**
+ * Multiply-adds of the encoder product above which a TopK encode starts worker threads: each
+ * loads its own tfjs + wasm (about a second), which pays off from a few seconds of work.
+ */
+const THREADED_ENCODE_MACS = 2 ** 34;
 
 /** Latent activations of raw rows (`nRows × dim`), dense and row-major: `nRows × nLatents`. */
-export async function encodeSae(sae: SaeWeights, rows: Float32Array, nRows = Math.floor(rows.length / sae.dim)): Promise<Float32Array> {
+export async function encodeSae(sae: SaeWeights, rows: Float32Array, nRows = Math.floor(rows.length / sae.dim), options: { workers?: number } = {}): Promise<Float32Array> {
   await initBackend();
   const hp = hyperOf(sae);
+  const workers = options.workers ?? (nRows * sae.dim * sae.nLatents >= THREADED_ENCODE_MACS ? availableParallelism() : 1);
+  if (sae.architecture === 'topk' && workers > 1) return encodeTopKThreaded(sae, hp, rows, nRows, workers);
   const arch = getSaeArchitecture(sae.architecture);
   const params = createParams(sae, hp);
   const L = sae.nLatents;
@@ -119,6 +128,27 @@ export async function encodeSae(sae: SaeWeights, rows: Float32Array, nRows = Mat
     }
   } finally {
     disposeParams(params);
+  }
+  return out;
+}
+
+/** The TopK encode on latent slices in worker threads (sae-parallel.ts). */
+async function encodeTopKThreaded(sae: SaeWeights, hp: SaeHyper, rows: Float32Array, nRows: number, workers: number): Promise<Float32Array> {
+  const trainer = await startTopKTrainer(sae, { ...hp, workers, maxRows: CHUNK_ROWS });
+  const L = sae.nLatents;
+  const out = new Float32Array(nRows * L);
+  try {
+    const { code } = trainer.encode!(rows, nRows);
+    if (code.kind !== 'sparse') throw new FormatError('A TopK encode returned a dense code');
+    const { values, indices, perRow } = code;
+    for (let r = 0; r < nRows; r++) {
+      for (let j = 0; j < perRow; j++) {
+        const v = values[r * perRow + j]!;
+        if (v > 0) out[r * L + indices[r * perRow + j]!] = v;
+      }
+    }
+  } finally {
+    await trainer.dispose();
   }
   return out;
 }

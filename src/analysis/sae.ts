@@ -10,11 +10,11 @@ import { initBackend } from '../backend.js';
 import { FormatError } from '../errors.js';
 import { createRng } from '../random.js';
 import type { RowSource } from '../storage/rows.js';
-import { createParams, disposeParams, readParams, type SaeArchitectureName, type SaeHyper } from './sae-common.js';
+import { createParams, disposeParams, readParams, type LatentCode, type SaeArchitectureName, type SaeHyper, type SaeTrainer } from './sae-common.js';
 import { resolveSaeOptions, saeOptions, type ResolvedSaeOptions, type SaeOptions } from './sae-options.js';
 import { getSaeArchitecture } from './sae-registry.js';
 import { shuffledBatches } from './sae-shuffle.js';
-import { LatentTracker, type TopLatent } from './sae-top-rows.js';
+import { attachOrigins, LatentTracker, type TopLatent } from './sae-top-rows.js';
 import { saeWeightsPath, saveSae, toRawSpace, type SaeWeights } from './sae-weights.js';
 import { defineAnalysis } from './definition.js';
 
@@ -136,6 +136,7 @@ export async function runSaeAnalysis(source: RowSource, options: SaeOptions | Re
   const hp: SaeHyper = {
     dim: d, nLatents: o.nLatents, k: o.k, l1Coefficient: o.l1Coefficient, lr: o.lr,
     auxK: o.architecture === 'topk' ? o.auxK : 0, auxCoefficient: o.auxCoefficient, deadStepsThreshold: o.deadStepsThreshold,
+    workers: o.workers, maxRows: Math.max(o.batchSize, EVAL_CHUNK_ROWS),
   };
   const shift = o.normalize === 'none' ? new Float64Array(d) : stats.mean;
   const scale = o.normalize === 'scale' && stats.sqDev > 0 ? Math.sqrt(stats.sqDev / (stats.nRows * d)) : 1;
@@ -144,7 +145,13 @@ export async function runSaeAnalysis(source: RowSource, options: SaeOptions | Re
   // The pre-encoder bias starts at the data mean, wherever that lies after normalisation.
   for (let j = 0; j < d; j++) init.b_dec[j] = (stats.mean[j]! - shift[j]!) / scale;
   const params = createParams(init, hp);
-  const trainer = arch.createTrainer(params, hp);
+  let trainer: SaeTrainer;
+  try {
+    trainer = await arch.createTrainer(params, hp);
+  } catch (err) {
+    disposeParams(params);
+    throw err;
+  }
   const lossKey = `${layer}/loss`;
   const l0Key = `${layer}/l0_sparsity`;
   const training_stats: Record<string, number[]> = { [lossKey]: [], [l0Key]: [] };
@@ -154,16 +161,18 @@ export async function runSaeAnalysis(source: RowSource, options: SaeOptions | Re
       for await (const b of shuffledBatches(source, { dim: d, batchSize: o.batchSize, bufferRows: o.shuffleBufferRows, rng, shift, invScale: 1 / scale })) {
         trainer.step(b.rows, b.nRows);
       }
-      const seconds = (performance.now() - t0) / 1000;
+      // Metrics wait for the last step, so the epoch's time includes it.
       const m = trainer.takeMetrics();
+      const seconds = (performance.now() - t0) / 1000;
       const loss = m.loss / Math.max(1, m.rows);
       const l0 = m.l0 / Math.max(1, m.rows);
       training_stats[lossKey]!.push(loss);
       training_stats[l0Key]!.push(l0);
       context.onEpoch?.({ epoch: epoch + 1, epochs: o.epochs, loss, l0, rows: m.rows, seconds });
     }
-    const evaluation = await finalPass(source, arch, params, hp, o, shift, scale, stats);
-    const raw = toRawSpace(readParams(params), shift, scale);
+    const encode = trainer.encode?.bind(trainer) ?? ((rows: Float32Array, n: number) => arch.encode(params, hp, rows, n));
+    const evaluation = await finalPass(source, encode, hp, o, shift, scale, stats);
+    const raw = toRawSpace(trainer.values?.() ?? readParams(params), shift, scale);
     const weights: SaeWeights = { ...raw, architecture: o.architecture, dim: d, nLatents: o.nLatents, k: o.architecture === 'topk' ? o.k : o.nLatents, layer };
     const result: SaeResult = {
       analysis_type: 'sae',
@@ -189,15 +198,17 @@ export async function runSaeAnalysis(source: RowSource, options: SaeOptions | Re
     }
     return result;
   } finally {
-    trainer.dispose();
+    await trainer.dispose();
     disposeParams(params);
   }
 }
 
 const EVAL_CHUNK_ROWS = 4096;
 
+type Encode = (rows: Float32Array, nRows: number) => { code: LatentCode; sqErr: number };
+
 async function finalPass(
-  source: RowSource, arch: ReturnType<typeof getSaeArchitecture>, params: ReturnType<typeof createParams>, hp: SaeHyper,
+  source: RowSource, encode: Encode, hp: SaeHyper,
   o: ResolvedSaeOptions, shift: Float64Array, scale: number, stats: DataStats,
 ): Promise<Pick<SaeResult, 'final_l0' | 'mse' | 'explained_variance' | 'dead_fraction' | 'n_dead' | 'latent_frequencies' | 'top_latents'>> {
   const { dim: d, nLatents: L } = hp;
@@ -218,7 +229,7 @@ async function finalPass(
         const dev = raw - stats.mean[j]!;
         sqDev += dev * dev;
       }
-      const { code, sqErr: e } = arch.encode(params, hp, chunk, n);
+      const { code, sqErr: e } = encode(chunk, n);
       sqErr += e;
       tracker.rows += n;
       const per = code.kind === 'sparse' ? code.perRow : L;
@@ -251,10 +262,14 @@ export const saeAnalysis = defineAnalysis({
   description: "a sparse autoencoder (TopK or ReLU+L1) trained on the layer's rows",
   options: saeOptions,
   usesTf: true,
-  run: (rows, options, ctx) =>
-    runSaeAnalysis(rows, options, {
+  run: async (rows, options, ctx) => {
+    const result = await runSaeAnalysis(rows, options, {
       layer: ctx.layer,
       ...(ctx.outputDir === undefined ? {} : { outputDir: ctx.outputDir }),
       onEpoch: (e) => ctx.onProgress?.({ analysis: 'sae', layer: ctx.layer, stage: 'epoch', epoch: e.epoch, epochs: e.epochs }),
-    }),
+    });
+    // Each top row says where it came from (step, epoch, batch, row, position) and, when captured, its input.
+    if (ctx.origins) await attachOrigins(result.top_latents, ctx.origins);
+    return result;
+  },
 });

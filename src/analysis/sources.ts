@@ -14,6 +14,7 @@ export function readerSource(reader: ShardReader, blockRows = 8192): LayerSource
     rows: (layer) => reader.rows(layer, { blockRows }),
     shardIds: (layer) => reader.shards.filter((s) => s.tensors[layer]).map((s) => s.record?.sha256 ?? `${s.file}:${s.bytes}`),
     steps: (layer) => [...(reader.layers().find((l) => l.name === layer)?.steps ?? [])].sort((a, b) => a - b),
+    origins: (layer, refs) => reader.rowOrigins(layer, refs),
   };
 }
 

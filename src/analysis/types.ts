@@ -1,6 +1,7 @@
 /** What an analysis is given besides the rows of one layer. */
 import type { tf } from '../backend.js';
 import type { MechIntConfig } from '../config.js';
+import type { RowOrigin, RowRef } from '../storage/provenance.js';
 import type { RowSource } from '../storage/rows.js';
 
 /** Evaluation data for analyses that run the model (probe, causal, circuit, steering). */
@@ -55,5 +56,7 @@ export interface AnalysisContext {
   layers: string[];
   /** Rows of any sampled layer (for analyses that relate layers). */
   rowsOf: (layer: string) => RowSource;
+  /** Where rows of this layer came from, by (shard, row) as its blocks name them; absent when the source cannot say (uploads). */
+  origins?: (refs: readonly RowRef[]) => Promise<RowOrigin[]>;
   onProgress?: (p: AnalysisProgress) => void;
 }

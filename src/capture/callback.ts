@@ -55,6 +55,11 @@ export class MechIntCallback extends tf.Callback {
     if (!this.started && epoch > 0 && this.stepsPerEpoch) this.globalStep = epoch * this.stepsPerEpoch;
   }
 
+  override async onBatchBegin(batch: number, _logs?: Logs): Promise<void> {
+    // The rows this batch's layers give belong to this step (docs/provenance.md).
+    this.hooks.beginStep({ globalStep: this.globalStep, epoch: this.epoch, batchIdx: batch });
+  }
+
   override async onBatchEnd(batch: number, _logs?: Logs): Promise<void> {
     this.started = true;
     // The save runs in the background: a training step never waits for disk. A failed save is

@@ -18,14 +18,19 @@ import { MechIntConfig, type MechIntConfigInput } from '../config.js';
 import { CaptureError, MechIntError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { remoteFromConfig } from '../storage/remote-config.js';
-import { ActivationSampler, captureLogger } from './sampler.js';
+import { ActivationSampler, captureLogger, type BatchData } from './sampler.js';
 
-export interface TrainingStepInfo {
+export interface TrainingStepInfo extends BatchData {
   globalStep: number;
   epoch?: number;
   batchIdx?: number;
   /** Anything else a loop wants to pass (outputs, batch, trainer): accepted and ignored, as in the guide. */
   [key: string]: unknown;
+}
+
+function stepInfo(step: number, epoch?: number, batch?: number): { step: number; epoch: number; batch: number } {
+  const int = (v: number | undefined) => (typeof v === 'number' && Number.isInteger(v) ? v : -1);
+  return { step: int(step), epoch: int(epoch), batch: int(batch) };
 }
 
 function asMechIntError(err: unknown): MechIntError {
@@ -66,7 +71,19 @@ export class MechIntHooks {
       config: this.config.toJSON(),
       missingLayers: this.config.missingLayers,
       shardFormat: this.config.shardFormat,
+      provenance: this.config.captureProvenance,
+      captureInputs: this.config.captureInputs,
+      captureTargets: this.config.captureTargets,
     });
+  }
+
+  /**
+   * Optional, before a custom loop's forward pass: names the step whose rows are about to be
+   * captured, and may hand over the batch's `inputs`, `targets` and per-sample `ids` (kept for
+   * the rows the reservoir keeps; docs/provenance.md). fit's callback calls it at onBatchBegin.
+   */
+  beginStep(info: TrainingStepInfo): void {
+    this.sampler?.beginStep(stepInfo(info.globalStep, info.epoch, info.batchIdx), info);
   }
 
   /**
@@ -110,6 +127,8 @@ export class MechIntHooks {
    */
   async onTrainingStep(info: TrainingStepInfo): Promise<string | null> {
     const { globalStep } = info;
+    // The rows captured since the last step are this step's (inputs, targets, ids given here fill them).
+    this.sampler?.endStep(stepInfo(globalStep, info.epoch, info.batchIdx), info);
     this.lastStep = globalStep;
     if (info.epoch !== undefined) this.lastEpoch = info.epoch;
     if (this.failed) throw this.failed;
@@ -124,6 +143,7 @@ export class MechIntHooks {
    * failure is kept in `failure` (and thrown by onTrainEnd).
    */
   async stepDone(globalStep: number, epoch?: number, batchIdx?: number): Promise<void> {
+    this.sampler?.endStep(stepInfo(globalStep, epoch, batchIdx));
     this.lastStep = globalStep;
     if (epoch !== undefined) this.lastEpoch = epoch;
     if (this.failed || !this.sampler || globalStep % this.config.saveHiddenEveryNSteps !== 0) return;

@@ -7,7 +7,10 @@ import { tf } from '../backend.js';
 import { CaptureError, LayerNotFoundError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import { encodeUserMetadata } from '../storage/metadata.js';
-import { ShardWriter, type LayerBlock, type ShardFileFormat } from '../storage/shard-writer.js';
+import { ShardWriter, type AuxBlock, type LayerBlock, type ShardFileFormat } from '../storage/shard-writer.js';
+import { AUX_PREFIX } from '../storage/provenance.js';
+import { CaptureOrigins, type StepInfo } from './origins.js';
+import { watchModelData, type ModelDataWatch } from './model-data.js';
 import type { ShardRecord } from '../storage/manifest.js';
 import { hookLayerCall, pickActivation } from '../model/layer-hook.js';
 import { autoDetectLayers, namedLayers, similarPaths } from '../model/layer-paths.js';
@@ -42,15 +45,33 @@ export interface ActivationSamplerOptions {
   missingLayers?: 'error' | 'warn';
   /** Shard file format. @default 'safetensors' */
   shardFormat?: ShardFileFormat;
+  /** Store each row's step, epoch, batch, row and position (`@provenance.<layer>`, docs/provenance.md). @default true */
+  provenance?: boolean;
+  /** Store the model inputs of each kept sample (`@inputs.<layer>.<input>`); costs memory. @default false */
+  captureInputs?: boolean;
+  /** Store the targets of each kept sample (`@targets.<layer>.<output>`); costs memory. @default false */
+  captureTargets?: boolean;
   /** The guide's snake_case spellings. */
   save_dir?: string;
   max_samples_per_shard?: number;
   per_rank_shards?: boolean;
   missing_layers?: 'error' | 'warn';
   shard_format?: ShardFileFormat;
+  capture_inputs?: boolean;
+  capture_targets?: boolean;
 }
 
-const SAMPLER_OPTION_KEYS = Object.keys({ layers: 1, saveDir: 1, maxSamplesPerShard: 1, rank: 1, perRankShards: 1, verbose: 1, seed: 1, config: 1, missingLayers: 1, shardFormat: 1, save_dir: 1, max_samples_per_shard: 1, per_rank_shards: 1, missing_layers: 1, shard_format: 1 } satisfies Record<keyof ActivationSamplerOptions, 1>);
+const SAMPLER_OPTION_KEYS = Object.keys({ layers: 1, saveDir: 1, maxSamplesPerShard: 1, rank: 1, perRankShards: 1, verbose: 1, seed: 1, config: 1, missingLayers: 1, shardFormat: 1, provenance: 1, captureInputs: 1, captureTargets: 1, save_dir: 1, max_samples_per_shard: 1, per_rank_shards: 1, missing_layers: 1, shard_format: 1, capture_inputs: 1, capture_targets: 1 } satisfies Record<keyof ActivationSamplerOptions, 1>);
+
+/** What a loop hands over for one batch: by input (output) name, a list in model order, or one tensor. */
+export type BatchTensors = tf.Tensor | tf.Tensor[] | Record<string, tf.Tensor>;
+
+export interface BatchData {
+  inputs?: BatchTensors;
+  targets?: BatchTensors;
+  /** One id per batch row. */
+  ids?: ArrayLike<number> | tf.Tensor;
+}
 
 /** Info lines only when verbose; warnings always (they say something is wrong). */
 export function captureLogger(verbose: boolean): Logger {
@@ -141,6 +162,12 @@ export class ActivationSampler {
   private readonly missingLayers: 'error' | 'warn';
   /** The shard write in progress: the next save waits for it, so at most one snapshot is pending. */
   private inFlight: Promise<unknown> | null = null;
+  /** Where each cached sample came from (docs/provenance.md). */
+  readonly origins: CaptureOrigins;
+  readonly provenance: boolean;
+  private dataWatches = new Map<object, ModelDataWatch>();
+  private inputNames: string[] = [];
+  private outputNames: string[] = [];
 
   constructor(options: ActivationSamplerOptions = {}) {
     checkKeys('ActivationSampler option', options, SAMPLER_OPTION_KEYS);
@@ -159,6 +186,42 @@ export class ActivationSampler {
     if (this.missingLayers !== 'error' && this.missingLayers !== 'warn') throw new CaptureError(`Expected \`missing_layers\` to be one of error, warn; got \`${String(this.missingLayers)}\``);
     const format = options.shardFormat ?? options.shard_format ?? 'safetensors';
     this.writer = new ShardWriter({ dir: this.saveDir, rank: this.rank, perRankShards: perRank, config: options.config ?? {}, logger: this.logger, format });
+    this.provenance = options.provenance ?? true;
+    const keep = { inputs: options.captureInputs ?? options.capture_inputs ?? false, targets: options.captureTargets ?? options.capture_targets ?? false };
+    for (const [k, v] of Object.entries({ provenance: this.provenance, capture_inputs: keep.inputs, capture_targets: keep.targets })) {
+      if (typeof v !== 'boolean') throw new CaptureError(`Expected \`${k}\` to be true or false; got \`${String(v)}\``);
+    }
+    this.origins = new CaptureOrigins(this.maxSamplesPerShard, this.logger, keep);
+  }
+
+  /** True when a hooked call counts: capture is on, and in fit only training calls do. */
+  private active(kwargs: { training?: boolean } | undefined): boolean {
+    return this.enabled && (!this.trainingOnly || kwargs?.training === true);
+  }
+
+  /** The step in progress is now known (fit's onBatchBegin; a custom loop before its forward pass). */
+  beginStep(info: StepInfo, data: BatchData = {}): void {
+    this.origins.beginStep(info);
+    this.offerBatch(data);
+  }
+
+  /** The step ended: the rows captured since the previous step are its rows. */
+  endStep(info: StepInfo, data: BatchData = {}): void {
+    this.offerBatch(data);
+    this.origins.endStep(info);
+  }
+
+  /** Inputs, targets and ids of the batch in progress, given by a loop (kept until the step ends). */
+  offerBatch(data: BatchData): void {
+    const each = (kind: 'inputs' | 'targets', v: BatchTensors | undefined, names: string[]) => {
+      if (v === undefined) return;
+      if (v instanceof tf.Tensor) this.origins.offer(kind, names[0] ?? (kind === 'inputs' ? 'input' : 'target'), v, true);
+      else if (Array.isArray(v)) v.forEach((t, i) => this.origins.offer(kind, names[i] ?? `${kind === 'inputs' ? 'input' : 'target'}_${i}`, t, true));
+      else for (const [k, t] of Object.entries(v)) this.origins.offer(kind, k, t, true);
+    };
+    each('inputs', data.inputs, this.inputNames);
+    each('targets', data.targets, this.outputNames);
+    if (data.ids !== undefined) this.origins.offer('ids', '', data.ids instanceof tf.Tensor ? Array.from(data.ids.dataSync() as ArrayLike<number>) : data.ids, true);
   }
 
   /** The layer paths being captured. */
@@ -184,6 +247,9 @@ export class ActivationSampler {
       wanted = detected.paths;
     }
     const byPath = new Map(all.map((n) => [n.path, n.layer]));
+    const reserved = wanted.filter((p) => p.startsWith(AUX_PREFIX));
+    // Names starting with `@` are the shard's provenance tensors (docs/provenance.md).
+    if (reserved.length > 0) throw new CaptureError(`Layer paths starting with \`${AUX_PREFIX}\` cannot be captured (the name is reserved for provenance tensors in shards): ${reserved.join(', ')}`);
     const absent = wanted.filter((p) => !byPath.has(p));
     if (absent.length > 0 && this.missingLayers === 'error') {
       const paths = [...byPath.keys()];
@@ -195,6 +261,8 @@ export class ActivationSampler {
         `sample_layers names ${absent.length === 1 ? 'a layer' : 'layers'} the model does not have: ${parts.join('; ')}. The model's layer paths: ${paths.slice(0, 20).join(', ')}${paths.length > 20 ? ', …' : ''} (listLayerPaths(model) prints them all). Set missing_layers: 'warn' to skip missing layers instead.`,
       );
     }
+    // Before the layers: a layer that consumes an input sees its input hook first.
+    this.watchData(model);
     const registered: string[] = [];
     for (const path of wanted) {
       const layer = byPath.get(path);
@@ -212,9 +280,24 @@ export class ActivationSampler {
     return registered;
   }
 
+  /** Watches the model's inputs and targets (and tagged ids) once per model, before its layers are hooked. */
+  private watchData(model: tf.LayersModel | Layer): void {
+    if (this.dataWatches.has(model) || !(this.provenance || this.origins.keep.inputs || this.origins.keep.targets)) return;
+    const watch = watchModelData(model, this.origins, (kwargs) => this.active(kwargs));
+    this.dataWatches.set(model, watch);
+    const m = model as { inputNames?: string[]; outputNames?: string[] };
+    if (Array.isArray(m.inputNames)) this.inputNames = [...m.inputNames];
+    if (Array.isArray(m.outputNames)) this.outputNames = [...m.outputNames];
+    const asked = (this.origins.keep.inputs ? m.inputNames?.length ?? 0 : 0);
+    if (asked > watch.inputs.length) {
+      const lost = (m.inputNames ?? []).filter((n) => !watch.inputs.includes(n));
+      this.logger.warn(`capture_inputs: input(s) ${lost.join(', ')} have no consumer layer called exactly once; pass them per step (hooks.beginStep({ ..., inputs }))`);
+    }
+  }
+
   private hook(path: string, layer: Layer): void {
     const undo = hookLayerCall(layer, (output, kwargs) => {
-      if (this.enabled && (!this.trainingOnly || kwargs?.training === true)) this.capture(path, output);
+      if (this.active(kwargs)) this.capture(path, output);
       return output;
     });
     this.hooks.set(path, undo);
@@ -243,6 +326,8 @@ export class ActivationSampler {
     const reservoir = (this.reservoirs[path] ??= new Reservoir(this.maxSamplesPerShard, this.random));
     const slots = reservoir.offer(t.shape[0]!);
     if (!slots.some((s) => s >= 0)) return;
+    // The provenance follows the slot: a replaced sample's origin is replaced with it.
+    this.origins.assign(path, slots);
     if (CPU_BACKENDS.has(tf.getBackend())) {
       this.store(path, size, slots, reservoir.lastFilled, readNow(t), this.generation);
       return;
@@ -367,11 +452,20 @@ export class ActivationSampler {
     // background holds exactly the steps before it.
     if (this.pending.size > 0 || this.captureError) await this.flush();
     const layers: Record<string, LayerBlock> = {};
+    const aux: AuxBlock[] = [];
+    const auxOf = (layer: string, count: number) => {
+      const shape = this.sampleShapes[layer] ?? [];
+      const size = shape.reduce((a, d) => a * d, 1);
+      const rowsPerSample = shape.length === 0 ? 1 : shape.at(-1)! === 0 ? 0 : size / shape.at(-1)!;
+      aux.push(...this.origins.auxFor(layer, count, rowsPerSample, this.provenance));
+    };
     if (this.exposed) {
       // A subclass may have rewritten the samples: save what it left.
       for (const [layer, acts] of Object.entries(this.exposed)) {
         const samples = acts.filter(Boolean);
         if (samples.length === 0) continue;
+        // Provenance only while the samples still stand one for one in their slots.
+        if (samples.length === acts.length && samples.length === this.caches[layer]?.count && samples[0]!.length === this.caches[layer]?.size) auxOf(layer, samples.length);
         const size = samples[0]!.length;
         const data = new Float32Array(samples.length * size);
         samples.forEach((sample, i) => {
@@ -382,7 +476,9 @@ export class ActivationSampler {
       }
     } else {
       for (const [layer, c] of Object.entries(this.caches)) {
-        if (c.count > 0) layers[layer] = { shape: [c.count, ...(this.sampleShapes[layer] ?? [c.size])], data: c.data.subarray(0, c.count * c.size) };
+        if (c.count === 0) continue;
+        layers[layer] = { shape: [c.count, ...(this.sampleShapes[layer] ?? [c.size])], data: c.data.subarray(0, c.count * c.size) };
+        auxOf(layer, c.count);
       }
     }
     const buffers = Object.entries(this.caches).map(([layer, c]) => [layer, c.data] as const);
@@ -390,6 +486,7 @@ export class ActivationSampler {
     if (Object.keys(layers).length === 0) return null;
     const written = this.writer.write({
       layers,
+      aux,
       globalStep,
       epoch: typeof epoch === 'number' ? epoch : null,
       batchIdx: typeof batchIdx === 'number' ? batchIdx : null,
@@ -431,6 +528,7 @@ export class ActivationSampler {
     this.exposed = null;
     this.reservoirs = {};
     this.sampleShapes = {};
+    this.origins.reset();
     this.generation++;
   }
 
@@ -438,5 +536,7 @@ export class ActivationSampler {
   clearHooks(): void {
     for (const undo of this.hooks.values()) undo();
     this.hooks.clear();
+    for (const w of this.dataWatches.values()) w.undo();
+    this.dataWatches.clear();
   }
 }

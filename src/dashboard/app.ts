@@ -155,12 +155,19 @@ function latentList(layer: string, sae: Json): HTMLElement {
   return table;
 }
 
+/** The cards view sets each covariate's best card beside the probe's R² for it: it gets the layer's probe result. */
+async function contextFor(analysis: string, layer: string): Promise<{ context?: Json }> {
+  if (analysis !== 'cards' || !PANELS.some((p) => p.analysis === 'probe')) return {};
+  const probe = await interpret('probe', layer).catch(() => null);
+  return probe ? { context: { probe } } : {};
+}
+
 async function fillPanel(analysis: string, layer: string): Promise<void> {
   const panel = panelFor(analysis);
   setStatus(panel, 'loading', `Running the ${analysis} analysis on ${layer}…`);
   try {
     const result = await interpret(analysis, layer);
-    const rendered = await api<Rendered>('/dashboard/render', { analysis, layer, result: slim(analysis, result) });
+    const rendered = await api<Rendered>('/dashboard/render', { analysis, layer, result: slim(analysis, result), ...(await contextFor(analysis, layer)) });
     if (current !== layer) return;
     fillCharts(panel.querySelector<HTMLElement>('.charts')!, rendered);
     panel.querySelector<HTMLElement>('.text')!.innerHTML = rendered.html;
@@ -234,5 +241,52 @@ async function start(): Promise<void> {
   if (first) selectLayer(first.name);
   else views.replaceChildren(el('p', {}, 'The activation cache has no layers yet.'));
 }
+
+// The search "which latents encode <covariate>?": it runs (or reuses) the cards of every layer,
+// and the server's feature-browser view lists the cards whose |r| beats their chance level.
+const searchForm = document.getElementById('search-form') as HTMLFormElement | null;
+const covariateInput = document.getElementById('covariate') as HTMLInputElement | null;
+const covariateNames = document.getElementById('covariate-names');
+const searchResults = document.getElementById('search-results');
+let allCards: Promise<Json> | null = null;
+
+function cardsOfEveryLayer(): Promise<Json> {
+  if (!PANELS.some((p) => p.analysis === 'cards')) return Promise.resolve({});
+  allCards ??= Promise.all(layers.map((l) => interpret('cards', l.name).then((r) => [l.name, r] as const, () => null))).then((pairs) => {
+    const ok = pairs.filter((p): p is readonly [string, Json] => p !== null);
+    // A failed layer is asked again next time.
+    if (ok.length < layers.length) allCards = null;
+    return Object.fromEntries(ok) as Json;
+  });
+  return allCards;
+}
+
+async function search(covariate?: string): Promise<void> {
+  if (!searchResults) return;
+  if (covariate) {
+    searchResults.dataset.state = 'loading';
+    searchResults.textContent = `Running the cards of ${layers.length} layer(s)…`;
+  }
+  try {
+    const results = await cardsOfEveryLayer();
+    const found = await api<{ covariates: string[]; html: string }>('/dashboard/cards-search', { results, ...(covariate ? { covariate } : {}) });
+    covariateNames?.replaceChildren(...found.covariates.map((c) => el('option', { value: c })));
+    if (!covariate) return;
+    searchResults.innerHTML = found.html;
+    searchResults.dataset.covariate = covariate;
+    searchResults.dataset.state = 'done';
+  } catch (err) {
+    if (!covariate) return;
+    searchResults.textContent = `Search failed: ${(err as Error).message}`;
+    searchResults.dataset.state = 'error';
+  }
+}
+
+covariateInput?.addEventListener('focus', () => void search());
+searchForm?.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const c = covariateInput?.value.trim();
+  if (c) void search(c);
+});
 
 void start();

@@ -20,6 +20,9 @@ import { buildFitData, compileNeuroFMXMini, createNeuroFMXMini, evaluateBehavior
 /** The layers the demo captures: the guide's defaults plus the perceiver, in forward order. */
 export const DEMO_LAYERS = ['mamba_backbone.blocks.3', 'perceiver', 'popt'];
 
+/** Cards per SAE layer: each card runs the model twice more (removal, steering), so the demo keeps half the default to stay quick. */
+const DEMO_CARDS = 12;
+
 export interface DemoOptions {
   /** Output directory. @default './mechint_demo' */
   out?: string;
@@ -106,7 +109,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   const val = buildFitData(heldOut, { seed: seed + 1 });
 
   const available = new Set(analysisNames());
-  const analyses = (['neuron', 'feature', 'dynamics', 'sae', 'probe', 'causal', 'circuit'] as AnalysisName[]).filter((a) => available.has(a));
+  // cards after probe: its section sets each true latent's best card beside the probe's R².
+  const analyses = (['neuron', 'feature', 'dynamics', 'sae', 'probe', 'cards', 'causal', 'circuit'] as AnalysisName[]).filter((a) => available.has(a));
   const config = new MechIntConfig({
     sampleLayers: DEMO_LAYERS,
     saveHiddenEveryNSteps: saveEvery,
@@ -114,7 +118,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     storagePath: cacheDir,
     enableFeatureSteering: available.has('steering'),
     verbose: false,
-    analysisOptions: { sae: { epochs: saeEpochs, k: 8, seed }, feature: { seed }, probe: { seed } },
+    analysisOptions: { sae: { epochs: saeEpochs, k: 8, seed }, feature: { seed }, probe: { seed }, cards: { seed, maxCards: DEMO_CARDS } },
     ...options.storage,
   });
   const mechint = new MechIntCallback(config);

@@ -10,8 +10,8 @@ type Layer = tf.layers.Layer;
 type CallFn = Layer['call'];
 export type Kwargs = Parameters<CallFn>[1];
 
-/** Sees a layer's output; returns it, or a replacement of the same structure. */
-export type OutputHook = (output: tf.Tensor | tf.Tensor[], kwargs: Kwargs) => tf.Tensor | tf.Tensor[];
+/** Sees a layer's output (and the inputs of that call); returns it, or a replacement of the same structure. */
+export type OutputHook = (output: tf.Tensor | tf.Tensor[], kwargs: Kwargs, inputs: tf.Tensor | tf.Tensor[]) => tf.Tensor | tf.Tensor[];
 
 interface Installed {
   hadOwn: boolean;
@@ -28,7 +28,7 @@ export function hookLayerCall(layer: Layer, hook: OutputHook): () => void {
     const created: Installed = { hadOwn: Object.hasOwn(layer, 'call'), original: layer.call, hooks: [] };
     layer.call = function (this: Layer, inputs, kwargs) {
       let out = created.original.call(this, inputs, kwargs);
-      for (const h of [...created.hooks]) out = h.hook(out, kwargs);
+      for (const h of [...created.hooks]) out = h.hook(out, kwargs, inputs);
       return out;
     } as CallFn;
     installed.set(layer, created);

@@ -4,15 +4,18 @@
  */
 import type { EvalResults } from './results.js';
 import { chartsForLayer, chartsForAnalysis, type RenderedChart } from './chart-set.js';
+import type { CardsResult } from '../analysis/cards.js';
+import { cardAnchor, FEATURE_BROWSER_SCRIPT, FEATURE_BROWSER_STYLE } from './feature-browser.js';
 import { analysisTitle, fmt, pct, stepsLine } from './sections.js';
-import { sectionLines } from './views.js';
+import { layerContext, sectionLines, viewFor } from './views.js';
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
 function inline(s: string): string {
-  return esc(s).replace(/`([^`]+)`/g, '<code>$1</code>');
+  // Links are in-page only (`[text](#anchor)`: the cards), so nothing on the page points off it.
+  return esc(s).replace(/`([^`]+)`/g, '<code>$1</code>').replace(/\[([^\]]+)\]\(#([A-Za-z0-9_-]+)\)/g, '<a class="card-link" href="#$2">$1</a>');
 }
 
 /** The Markdown subset the report writes (paragraphs and pipe tables) as HTML. */
@@ -59,17 +62,20 @@ p.error{color:#b00}details.latents summary{cursor:pointer;color:#2f3e4e;margin:6
  * Every top latent with each of its top-activating samples on its own row (shard, step, row,
  * value), so a reader can go back to the exact rows; the Markdown table above only lists a few.
  */
-export function saeLatentTable(r: Record<string, unknown>): string {
+export function saeLatentTable(r: Record<string, unknown>, layer = '', cards?: CardsResult): string {
   const top = (Array.isArray(r.top_latents) ? r.top_latents : []) as { latent: number; frequency: number; top_rows?: { shard: string | null; global_step: number | null; row: number; value: number }[] }[];
   if (top.length === 0) return '';
+  // A latent with a card links to it (its top examples on the eval data); the rows stay, so each can be found in the shards.
+  const carded = new Set((Array.isArray(cards?.cards) ? cards.cards : []).map((c) => c.index));
   const body = top.map((t) => {
     const rows = t.top_rows ?? [];
     const n = Math.max(1, rows.length);
-    const head = `<td rowspan="${n}"><b>${t.latent}</b></td><td rowspan="${n}">${pct(t.frequency)}</td>`;
+    const card = carded.has(t.latent) ? `<a class="card-link" href="#${cardAnchor(layer, t.latent)}">card</a>` : '–';
+    const head = `<td rowspan="${n}"><b>${t.latent}</b></td><td rowspan="${n}">${pct(t.frequency)}</td><td rowspan="${n}">${card}</td>`;
     if (rows.length === 0) return `<tr data-latent="${t.latent}">${head}<td colspan="4">–</td></tr>`;
     return rows.map((x, i) => `<tr data-latent="${t.latent}">${i === 0 ? head : ''}<td><code>${esc(x.shard ?? '–')}</code></td><td>${fmt(x.global_step)}</td><td>${fmt(x.row)}</td><td>${fmt(x.value)}</td></tr>`).join('');
   });
-  return `<details class="latents"><summary>Top-activating samples (shard, step, row, activation) of the ${top.length} top latents</summary><table data-table="sae-top-latents"><thead><tr><th>latent</th><th>active in</th><th>shard</th><th>step</th><th>row</th><th>activation</th></tr></thead><tbody>${body.join('')}</tbody></table></details>`;
+  return `<details class="latents"><summary>Top-activating samples (shard, step, row, activation) of the ${top.length} top latents</summary><table data-table="sae-top-latents"><thead><tr><th>latent</th><th>active in</th><th>card (examples)</th><th>shard</th><th>step</th><th>row</th><th>activation</th></tr></thead><tbody>${body.join('')}</tbody></table></details>`;
 }
 
 function figure(c: RenderedChart): string {
@@ -99,8 +105,10 @@ export async function renderHtml(results: EvalResults, meta: { shards_path?: str
         const charts = await chartsForLayer(name, layer, r);
         all.push(...charts);
         const steps = stepsLine(r);
-        parts.push(`<div class="layer-body"><div class="figs">${charts.map(figure).join('\n')}</div><div class="text">${markdownToHtml([...(steps ? [steps] : []), ...sectionLines(name, layer, r)])}</div></div>`);
-        if (name === 'sae') parts.push(saeLatentTable(r));
+        const ctx = layerContext(results.analyses as Record<string, Record<string, unknown>>, layer);
+        parts.push(`<div class="layer-body"><div class="figs">${charts.map(figure).join('\n')}</div><div class="text">${markdownToHtml([...(steps ? [steps] : []), ...sectionLines(name, layer, r, ctx)])}</div></div>`);
+        if (name === 'sae') parts.push(saeLatentTable(r, layer, ctx.layerResults?.cards as CardsResult | undefined));
+        parts.push(viewFor(name).html?.(layer, r, { hash: true }) ?? '');
       }
       parts.push('</article>');
     }
@@ -109,10 +117,10 @@ export async function renderHtml(results: EvalResults, meta: { shards_path?: str
   }
   const names = Object.keys(results.analyses);
   const html = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>mechint report</title><meta name="viewport" content="width=device-width, initial-scale=1"><style>${STYLE}</style></head>
+<html lang="en"><head><meta charset="utf-8"><title>mechint report</title><meta name="viewport" content="width=device-width, initial-scale=1"><style>${STYLE}${FEATURE_BROWSER_STYLE}</style></head>
 <body><header><h1>Mechanistic interpretability report</h1><div>${meta.shards_path ? `Shards: <code>${esc(meta.shards_path)}</code>. ` : ''}${meta.created ? `Run ${esc(meta.created)}.` : ''}${meta.missing_shards?.length ? ` <strong>Partial:</strong> ${meta.missing_shards.length} listed shard(s) were missing and not read: ${meta.missing_shards.map((f) => `<code>${esc(f)}</code>`).join(', ')}.` : ''}</div>
 <nav>${names.map((n) => `<a href="#${esc(n)}">${esc(analysisTitle(n))}</a>`).join('')}</nav></header>
-<main>${sections.join('\n')}</main></body></html>
+<main>${sections.join('\n')}</main><script>${FEATURE_BROWSER_SCRIPT}</script></body></html>
 `;
   return { html, charts: all };
 }

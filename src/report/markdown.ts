@@ -1,7 +1,7 @@
 /** The human-readable Markdown report, with the charts as SVG files beside it. */
 import type { EvalResults } from './results.js';
 import { analysisTitle, stepsLine } from './sections.js';
-import { sectionLines } from './views.js';
+import { layerContext, sectionLines, viewFor } from './views.js';
 
 /** Chart files to embed: by analysis, then layer (or '' for charts of the whole analysis). */
 export type ChartFiles = Record<string, Record<string, { file: string; title: string }[]>>;
@@ -31,7 +31,8 @@ export function renderMarkdown(results: EvalResults, meta: { shards_path?: strin
       if (typeof r.error === 'string') out.push(`Failed: ${r.error}`);
       else {
         const steps = stepsLine(r);
-        out.push(...images(name, layer), ...(steps ? [steps, ''] : []), ...sectionLines(name, layer, r));
+        const ctx = layerContext(results.analyses as Record<string, Record<string, unknown>>, layer);
+        out.push(...images(name, layer), ...(steps ? [steps, ''] : []), ...sectionLines(name, layer, r, ctx), '', ...(viewFor(name).markdown?.(layer, r) ?? []));
       }
       out.push('');
     }

@@ -13,6 +13,18 @@ import type { NeuronAnalysisResult } from '../analysis/neuron.js';
 import type { ProbeResult } from '../analysis/probe.js';
 import type { SaeResult } from '../analysis/sae.js';
 import type { SteeringResult } from '../analysis/steering.js';
+import { cardRef, cardsVsProbeLines } from './card-sections.js';
+
+/** What a section may read beside its own result: the other analyses' results for the same layer. */
+export interface SectionContext {
+  layerResults?: Readonly<Record<string, unknown>>;
+}
+
+/** Another analysis' result for the layer, when it ran and did not fail. */
+function sibling<T>(ctx: SectionContext | undefined, analysis: string): T | undefined {
+  const r = ctx?.layerResults?.[analysis];
+  return r && typeof r === 'object' && typeof (r as Obj).error !== 'string' ? (r as T) : undefined;
+}
 
 export const fmt = (v: unknown, digits = 3): string => {
   if (typeof v !== 'number') return v === null || v === undefined ? '–' : String(v);
@@ -79,7 +91,7 @@ export function featureSection(_layer: string, r: FeatureAnalysisResult): string
   return out;
 }
 
-export function saeSection(layer: string, r: SaeResult): string[] {
+export function saeSection(layer: string, r: SaeResult, ctx?: SectionContext): string[] {
   const arch = r.architecture ?? 'topk';
   const out = [
     `${arch === 'topk' ? `TopK (k = ${fmt(r.k)})` : 'ReLU + L1'} sparse autoencoder with ${fmt(r.n_latents)} latents on ${fmt(r.dim)}-dimensional rows (${fmt(r.n_rows)} rows, ${fmt(r.epochs)} epochs). ` +
@@ -96,12 +108,20 @@ export function saeSection(layer: string, r: SaeResult): string[] {
   }
   const top = list(r.top_latents);
   if (top.length > 0) {
-    out.push('', 'Most used latents and their top-activating rows:', '');
-    out.push(mdTable(['latent', 'active in', 'top rows (shard step, row: value)'], top.slice(0, 10).map((t) => [
-      t.latent,
-      pct(t.frequency),
-      list(t.top_rows).slice(0, 3).map((x) => `step ${x.global_step ?? "?"} row ${x.row}: ${fmt(x.value)}`).join("; "),
-    ])));
+    // A top activation is only useful with its example: the latent's card shows them; without one, say where the row is.
+    const carded = new Set(list(sibling<CardsResult>(ctx, 'cards')?.cards).map((c) => c.index));
+    out.push('', `Most used latents and their top-activating rows${carded.size ? ' (a linked card shows its top examples)' : ''}:`, '');
+    out.push(mdTable(['latent', 'active in', 'top activation', 'top rows (shard, step, row: value) or card'], top.slice(0, 10).map((t) => {
+      const rows = list(t.top_rows);
+      return [
+        t.latent,
+        pct(t.frequency),
+        fmt(rows[0]?.value),
+        carded.has(t.latent)
+          ? `examples in ${cardRef(layer, t.latent, `card of latent ${t.latent}`)}`
+          : rows.slice(0, 3).map((x) => `\`${x.shard ?? '?'}\` step ${x.global_step ?? '?'} row ${x.row}: ${fmt(x.value)}`).join('; ') || '–',
+      ];
+    })));
   }
   if (typeof r.weights_file === 'string') out.push('', `Weights: \`${r.weights_file}\`.`);
   return out;
@@ -229,7 +249,7 @@ export function steeringSection(layer: string, r: SteeringResult): string[] {
   ];
 }
 
-export function cardsSection(layer: string, r: CardsResult): string[] {
+export function cardsSection(layer: string, r: CardsResult, ctx?: SectionContext): string[] {
   const cards = list(r.cards);
   if (cards.length === 0) return [`No SAE latent of \`${layer}\` fires on the eval inputs, so there are no cards.`];
   const matched = cards.filter((c) => c.best_covariate && Math.abs(n(c.best_covariate.r)) > n(c.best_covariate.control_r)).length;
@@ -237,7 +257,7 @@ export function cardsSection(layer: string, r: CardsResult): string[] {
     const b = c.best_covariate;
     const top = [...list(c.output_effects?.removal?.heads)].sort((x, y) => n(y.rms_change) - n(x.rms_change))[0];
     return [
-      c.index, pct(c.density), fmt(c.max_activation),
+      cardRef(layer, c.index, String(c.index)), pct(c.density), fmt(c.max_activation),
       b ? `${b.name} (${b.statistic === 'eta' ? 'η' : 'r'} ${fmt(b.r, 2)}, chance ${fmt(b.control_r, 2)})` : '–',
       top ? `${top.head}: RMS ${fmt(top.rms_change)}` : '–',
       fmt(c.output_effects?.removal?.loss_change),
@@ -250,6 +270,10 @@ export function cardsSection(layer: string, r: CardsResult): string[] {
     mdTable(['latent', 'active in', 'max', 'best covariate', 'removal moves', 'loss change', 'neighbours (cosine)'], rows),
     '',
     ...cards.slice(0, 8).map((c) => `- ${c.description}`),
+    ...(() => {
+      const vs = cardsVsProbeLines(layer, r, sibling<ProbeResult>(ctx, 'probe'));
+      return vs.length ? ['', ...vs] : [];
+    })(),
   ];
 }
 

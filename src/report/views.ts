@@ -6,11 +6,20 @@
  */
 import type { AnalysisResultMap } from '../analysis/results.js';
 import { causalChart, circuitChart, dynamicsChart, dynamicsCurvesChart, neuronFrequencyChart, pcaChart, probeChart, saeLatentsChart, saeTrainingChart, slug, steeringChart, type Chart } from './charts.js';
-import { cardsSection, causalSection, circuitSection, dynamicsSection, featureSection, genericSection, neuronSection, probeSection, saeSection, steeringSection } from './sections.js';
+import type { CardsResult } from '../analysis/cards.js';
+import { cardExamplesMarkdown } from './card-sections.js';
+import { featureBrowserHtml } from './feature-browser.js';
+import { cardsSection, causalSection, circuitSection, dynamicsSection, featureSection, genericSection, neuronSection, probeSection, saeSection, steeringSection, type SectionContext } from './sections.js';
+
+export type { SectionContext } from './sections.js';
 
 export interface AnalysisView<R> {
-  /** Markdown lines for one layer's result. */
-  section(layer: string, result: R): string[];
+  /** Markdown lines for one layer's result (`ctx`: the other analyses' results for the layer, when known). */
+  section(layer: string, result: R, ctx?: SectionContext): string[];
+  /** More Markdown for report.md alone (report.html and the dashboard show it as `html`). */
+  markdown?: (layer: string, result: R) => string[];
+  /** More HTML for report.html and the dashboard (interactive parts; `hash`: links set the page's hash). */
+  html?: (layer: string, result: R, opts: { hash: boolean }) => string;
   /** Charts of one layer. */
   layerCharts?: readonly ((layer: string, result: R) => Chart | null)[];
   /** Charts of the whole analysis (every layer at once); the dashboard draws them for one layer. */
@@ -35,7 +44,7 @@ const BUILTIN: { readonly [K in keyof AnalysisResultMap]: AnalysisView<AnalysisR
   causal: { section: causalSection, layerCharts: [causalChart] },
   circuit: { section: circuitSection, analysisCharts: [circuitGraph] },
   steering: { section: steeringSection, layerCharts: [steeringChart] },
-  cards: { section: cardsSection, wide: true },
+  cards: { section: cardsSection, markdown: cardExamplesMarkdown, html: (layer: string, r: CardsResult, o: { hash: boolean }) => featureBrowserHtml(layer, r, o), wide: true },
 };
 
 const custom = new Map<string, AnalysisView<object>>();
@@ -52,6 +61,13 @@ export function viewFor(analysis: string): AnalysisView<object> {
 }
 
 /** The lines (Markdown) the report writes for one analysis result of one layer. */
-export function sectionLines(analysis: string, layer: string, result: object): string[] {
-  return viewFor(analysis).section(layer, result);
+export function sectionLines(analysis: string, layer: string, result: object, ctx?: SectionContext): string[] {
+  return viewFor(analysis).section(layer, result, ctx);
+}
+
+/** The other analyses' results for `layer`, as a section's context. */
+export function layerContext(analyses: Readonly<Record<string, Readonly<Record<string, unknown>>>>, layer: string): SectionContext {
+  const layerResults: Record<string, unknown> = {};
+  for (const [name, byLayer] of Object.entries(analyses)) if (byLayer && typeof byLayer === 'object' && layer in byLayer) layerResults[name] = byLayer[layer];
+  return { layerResults };
 }

@@ -12,7 +12,9 @@ import { chartsForLayer } from '../report/chart-set.js';
 import { latentHistogramChart, renderSvg } from '../report/charts.js';
 import { markdownToHtml } from '../report/html.js';
 import { fmt, pct } from '../report/sections.js';
-import { sectionLines } from '../report/views.js';
+import { covariateNames, covariateSearchHtml, FEATURE_BROWSER_SCRIPT, FEATURE_BROWSER_STYLE } from '../report/feature-browser.js';
+import { sectionLines, viewFor } from '../report/views.js';
+import type { CardsResult } from '../analysis/cards.js';
 import { BadRequestError } from '../errors.js';
 import type { TopLatent } from '../analysis/sae-top-rows.js';
 
@@ -60,7 +62,10 @@ code{background:#f0f0f0;padding:0 3px;border-radius:3px}p{font-size:13.5px;line-
 table.latents tr[data-latent]{cursor:pointer}table.latents tr[data-latent]:hover{background:#f3f7fb}
 table.latents tr.selected{background:#d3e3f5;font-weight:600}
 .bar{display:inline-block;height:9px;background:#72b7b2;vertical-align:middle;margin-right:4px}
-`;
+.content{flex:1;min-width:0}main{flex:none}
+section#covariate-search{background:#fff;border:1px solid #e1e3e8;border-radius:8px;padding:8px 14px;margin:12px 18px 0}
+section#covariate-search form{display:flex;gap:8px;align-items:center;font-size:14px}section#covariate-search input{font:inherit;padding:2px 6px;width:220px}
+${FEATURE_BROWSER_STYLE}`;
 
 function page(auth: boolean): string {
   return `<!doctype html>
@@ -68,7 +73,10 @@ function page(auth: boolean): string {
 <link rel="icon" href="data:,"><style>${STYLE}</style></head>
 <body data-auth="${auth ? 'required' : 'none'}">
 <header><h1>mechint dashboard</h1><div class="info" id="info">Loading layers…</div>${auth ? '<label>API key <input id="api-key" type="password" autocomplete="off"></label>' : ''}</header>
-<div class="wrap"><nav id="layers"><h2>Layers</h2><div id="layer-list"></div></nav><main id="views"></main></div>
+<div class="wrap"><nav id="layers"><h2>Layers</h2><div id="layer-list"></div></nav><div class="content">
+<section id="covariate-search"><form id="search-form"><label for="covariate">Which latents encode</label><input id="covariate" list="covariate-names" placeholder="a covariate, e.g. latent_0" autocomplete="off"><datalist id="covariate-names"></datalist><span>? (across every layer's cards)</span><button type="submit">Search</button></form><div id="search-results"></div></section>
+<main id="views"></main></div></div>
+<script>${FEATURE_BROWSER_SCRIPT}</script>
 <script type="module" src="/dashboard/app.js"></script>
 </body></html>
 `;
@@ -79,7 +87,27 @@ interface RenderBody {
   layer: string;
   result: Record<string, unknown>;
   latent?: number;
+  context?: Record<string, unknown>;
 }
+
+interface SearchBody {
+  results: Record<string, CardsResult>;
+  covariate?: string;
+}
+
+const searchSchema = {
+  summary: 'The feature browser\'s search: which latents (cards, across layers) encode a covariate beyond chance, as HTML; and every covariate the cards know',
+  tags: ['dashboard'],
+  body: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['results'],
+    properties: {
+      results: { type: 'object', additionalProperties: { type: 'object', additionalProperties: true }, description: 'Cards results by layer (from POST /interpret)' },
+      covariate: { type: 'string', minLength: 1, maxLength: 256 },
+    },
+  },
+} as const;
 
 const renderSchema = {
   summary: 'Draw one analysis result as the report does: SVG charts and the report\'s sentences and tables as HTML (the dashboard\'s renderer)',
@@ -93,6 +121,7 @@ const renderSchema = {
       layer: { type: 'string', minLength: 1, maxLength: 512 },
       result: { type: 'object', additionalProperties: true },
       latent: { type: 'integer', minimum: 0, description: 'With `analysis: "sae"`: draw this top latent alone (activation histogram and top samples)' },
+      context: { type: 'object', additionalProperties: { type: 'object', additionalProperties: true }, description: 'Other analyses\' results for the same layer, by analysis (the cards view compares with `probe`)' },
     },
   },
 } as const;
@@ -126,12 +155,18 @@ export const dashboardRoutes: FastifyPluginAsync<DashboardOptions> = async (app:
   });
 
   app.post<{ Body: RenderBody }>('/dashboard/render', { schema: renderSchema, bodyLimit: 16 * 1024 * 1024 }, async (request) => {
-    const { analysis, layer, result, latent } = request.body;
+    const { analysis, layer, result, latent, context } = request.body;
     if (latent !== undefined) {
       if (analysis !== 'sae') throw new BadRequestError(`\`latent\` goes with \`analysis: "sae"\`; got \`${analysis}\``);
       return renderLatent(layer, result, latent);
     }
     const charts = await chartsForLayer(analysis, layer, result, { standalone: true });
-    return { charts: charts.map((c) => ({ id: c.id, title: c.title, svg: c.svg })), html: markdownToHtml(sectionLines(analysis, layer, result)) };
+    const extra = viewFor(analysis).html?.(layer, result, { hash: false }) ?? '';
+    return { charts: charts.map((c) => ({ id: c.id, title: c.title, svg: c.svg })), html: markdownToHtml(sectionLines(analysis, layer, result, { layerResults: context ?? {} })) + extra };
+  });
+
+  app.post<{ Body: SearchBody }>('/dashboard/cards-search', { schema: searchSchema, bodyLimit: 64 * 1024 * 1024 }, async (request) => {
+    const { results, covariate } = request.body;
+    return { covariates: covariateNames(results), html: covariate === undefined ? '' : covariateSearchHtml(results, covariate) };
   });
 };

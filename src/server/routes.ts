@@ -15,6 +15,7 @@ import type { tf } from '../backend.js';
 import { MechIntConfig, type MechIntConfigInput } from '../config.js';
 import { BadRequestError, LayerNotFoundError, UnsupportedMediaError } from '../errors.js';
 import { assertRunnable, findStoredResult, type ExecuteOutcome, type ExecuteRequest } from '../analysis/executor.js';
+import { dependenciesOf } from '../analysis/definition.js';
 import { analysisModule, analysisNames, requireAnalysis, runsInWorkers } from '../analysis/registry.js';
 import { MemoryResultsStore, type ResultsStore } from '../analysis/results-store.js';
 import { readerSource } from '../analysis/sources.js';
@@ -181,7 +182,7 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
   /** Whether the analysis (or one it needs) runs the model or reads eval data. */
   function runsModel(analysisType: string): boolean {
     const def = requireAnalysis(analysisType);
-    return def.needs?.model === true || def.needs?.evalData === true || (def.needs?.analyses ?? []).some(runsModel);
+    return def.needs?.model === true || def.needs?.evalData === true || dependenciesOf(def).some(runsModel);
   }
 
   /** Saves still being written; closing the app waits for them. */
@@ -244,12 +245,12 @@ export const mechintRoutes: FastifyPluginAsync<MechIntRoutesOptions> = async (ap
     analyses: analysisNames().map((name) => {
       const def = requireAnalysis(name);
       const needs = def.needs ?? {};
-      const runnable = (!needs.model || hasModel) && (!(needs.model || needs.evalData) || evalData !== null) && (needs.analyses ?? []).every((d) => !requireAnalysis(d).needs?.model || hasModel);
+      const runnable = (!needs.model || hasModel) && (!(needs.model || needs.evalData) || evalData !== null) && dependenciesOf(def).every((d) => !requireAnalysis(d).needs?.model || hasModel);
       return {
         name,
         title: def.title,
         description: def.description,
-        needs: { model: needs.model === true, eval_data: needs.evalData !== undefined && needs.evalData !== false, analyses: [...(needs.analyses ?? [])] },
+        needs: { model: needs.model === true, eval_data: needs.evalData !== undefined && needs.evalData !== false, analyses: [...dependenciesOf(def)] },
         runnable,
         wide: viewFor(name).wide === true,
         options: Object.entries(def.options.fields as FieldMap).map(([key, f]) => ({ name: snakeCase(key), type: f.type, default: f.defaultDoc ?? (typeof f.default === 'function' ? 'derived' : f.default), description: f.doc })),

@@ -16,6 +16,7 @@ import { numel, type DType } from '../formats/dtypes.js';
 import type { ActivationFileFormat } from '../formats/read-any.js';
 import { readFloat32OffThread } from '../formats/read-thread.js';
 import type { MatrixRows } from './task.js';
+import { isAuxTensorName } from '../storage/provenance.js';
 
 /** What the onFile handler leaves in `body.file`. */
 export interface StoredUpload {
@@ -117,6 +118,8 @@ export async function parseUpload(stored: StoredUpload): Promise<ParsedUpload> {
   const layers: Record<string, MatrixRows> = {};
   const tensors: ParsedUpload['tensors'] = [];
   for (const [name, t] of Object.entries(file.tensors)) {
+    // A mechint shard's provenance, inputs and targets travel beside its layers; they are not layers.
+    if (isAuxTensorName(name)) continue;
     tensors.push({ name, shape: t.shape, dtype: t.dtype });
     if (numel(t.shape) === 0) continue;
     const dim = t.shape.length <= 1 ? 1 : t.shape.at(-1)!;

@@ -18,7 +18,7 @@ import { MetadataError } from '../errors.js';
 export const JSON_KEYS = 'json_keys';
 
 /** Keys the writer sets itself. */
-export const RESERVED_METADATA_KEYS = ['format', 'global_step', 'shard_id', 'epoch', 'batch_idx', 'rank', 'created', 'shapes', JSON_KEYS] as const;
+export const RESERVED_METADATA_KEYS = ['format', 'global_step', 'shard_id', 'epoch', 'batch_idx', 'rank', 'created', 'shapes', JSON_KEYS, 'mechint_aux'] as const;
 
 function describe(v: unknown): string | null {
   if (typeof v === 'function') return 'a function';
@@ -115,7 +115,7 @@ export function encodeUserMetadata(user: Record<string, unknown>, reserved: Reco
 
 /**
  * A shard's metadata with its values restored: the writer's own keys as numbers (`epoch` and
- * `batch_idx` null when empty), `shapes` parsed, keys listed in `json_keys` parsed; others as strings.
+ * `batch_idx` null when empty), `shapes` and `mechint_aux` (provenance.ts) parsed, keys listed in `json_keys` parsed; others as strings.
  */
 export function decodeShardMetadata(metadata: Record<string, string>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -132,7 +132,7 @@ export function decodeShardMetadata(metadata: Record<string, string>): Record<st
     if (jsonKeys.includes(k)) out[k] = parseMetadataJson(v);
     else if (mechint && (k === 'global_step' || k === 'shard_id' || k === 'rank')) out[k] = Number(v);
     else if (mechint && (k === 'epoch' || k === 'batch_idx')) out[k] = v === '' || v === 'null' ? null : Number(v);
-    else if (mechint && k === 'shapes') out[k] = JSON.parse(v) as unknown;
+    else if (mechint && (k === 'shapes' || k === 'mechint_aux')) out[k] = JSON.parse(v) as unknown;
     else out[k] = v;
   }
   return out;

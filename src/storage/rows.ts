@@ -11,6 +11,11 @@ export interface RowBatch {
   shard?: string;
   globalStep?: number;
   rowOffset?: number;
+  /**
+   * Where each row came from (ShardReader.rows with `provenance: true`, on shards that have it):
+   * row-major `nRows × 5`, columns step, epoch, batch, row, position (storage/provenance.ts).
+   */
+  provenance?: Int32Array;
 }
 
 export type RowSource = () => AsyncIterable<RowBatch>;

@@ -13,6 +13,8 @@ import { DTYPE_BYTES, toFloat32, type DType } from '../formats/dtypes.js';
 import { openActivationFile } from '../formats/open-any.js';
 import { parseHeaderJson, readHeaderLength, readSafetensorsHeader, type SafetensorsHeader } from '../formats/safetensors.js';
 import type { RowBatch, RowSource } from './rows.js';
+import { isAuxTensorName, parseAuxTensors, PROVENANCE_WIDTH, rowOrigin, type AuxRef, type RowOrigin, type SampleTensor, type ShardProvenance } from './provenance.js';
+import type { RawTensor } from '../formats/dtypes.js';
 import { sha256File } from './atomic.js';
 import { manifestsInDir, MANIFEST_NAME_PATTERN, parseAnyManifest, type Manifest, type OriginalManifest, type ShardRecord } from './manifest.js';
 import type { S3StoreOptions } from './s3-store.js';
@@ -37,7 +39,10 @@ export interface ShardInfo {
   rank: number | null;
   bytes: number;
   metadata: Record<string, string>;
+  /** The layer tensors (provenance tensors, named `@…`, are in `aux`). */
   tensors: Record<string, ShardTensorInfo>;
+  /** Provenance tensors beside the layers (docs/provenance.md), by tensor name; empty for older shards. */
+  aux: Record<string, ShardTensorInfo & { ref: AuxRef }>;
   /** What the manifest says of this shard, when one lists it. */
   record: ShardRecord | null;
 }
@@ -79,6 +84,7 @@ async function describeWholeFile(path: string, record: ShardRecord | null): Prom
     }
     const meta = opened.metadata;
     const num = (v: string | undefined) => (v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : null);
+    const { layers, aux } = splitAux(tensors, meta);
     return {
       file,
       path,
@@ -88,7 +94,8 @@ async function describeWholeFile(path: string, record: ShardRecord | null): Prom
       rank: name?.rank ?? num(meta.rank),
       bytes: opened.bytes,
       metadata: meta,
-      tensors,
+      tensors: layers,
+      aux,
       record,
     };
   } finally {
@@ -117,6 +124,7 @@ function describeHeader(file: string, path: string, header: SafetensorsHeader & 
     tensors[name] = { dtype: e.dtype, shape: e.shape, start: header.dataOffset + e.begin, end: header.dataOffset + e.end };
   }
   const metaStep = header.metadata.global_step ? Number(header.metadata.global_step) : null;
+  const { layers, aux } = splitAux(tensors, header.metadata);
   return {
     file,
     path,
@@ -126,9 +134,19 @@ function describeHeader(file: string, path: string, header: SafetensorsHeader & 
     rank: parsed?.rank ?? (header.metadata.rank ? Number(header.metadata.rank) : null),
     bytes: header.fileSize,
     metadata: header.metadata,
-    tensors,
+    tensors: layers,
+    aux,
     record,
   };
+}
+
+/** Layer tensors apart from provenance tensors (`@…`), which every layer listing skips. */
+function splitAux(all: Record<string, ShardTensorInfo>, metadata: Record<string, string>): { layers: Record<string, ShardTensorInfo>; aux: ShardInfo['aux'] } {
+  const layers: Record<string, ShardTensorInfo> = {};
+  for (const [name, t] of Object.entries(all)) if (!isAuxTensorName(name)) layers[name] = t;
+  const aux: ShardInfo['aux'] = {};
+  for (const [name, ref] of parseAuxTensors(Object.keys(all), metadata, Object.keys(layers))) aux[name] = { ...all[name]!, ref };
+  return { layers, aux };
 }
 
 export interface OpenShardsOptions {
@@ -356,8 +374,12 @@ export class ShardReader {
     return hash.digest('hex');
   }
 
-  /** Streams a layer's rows (of its last dimension) in blocks of at most `blockRows`. */
-  rows(layer: string, options: { blockRows?: number } = {}): RowSource {
+  /**
+   * Streams a layer's rows (of its last dimension) in blocks of at most `blockRows`. With
+   * `provenance: true` each block carries its rows' provenance (`RowBatch.provenance`), where the
+   * shard has it.
+   */
+  rows(layer: string, options: { blockRows?: number; provenance?: boolean } = {}): RowSource {
     const summary = this.layer(layer);
     const blockRows = Math.max(1, options.blockRows ?? 8192);
     const reader = this;
@@ -366,12 +388,128 @@ export class ShardReader {
         const t = shard.tensors[layer];
         if (!t) continue;
         if (reader.verify) await reader.verifyShard(shard);
-        if (reader.store) yield* readRemoteRows(reader.store, shard, t, summary.dim, blockRows);
-        else if (shard.format === 'safetensors') yield* readRows(shard, t, summary.dim, blockRows);
-        else yield* readWholeFileRows(shard, layer, summary.dim, blockRows);
+        const table = options.provenance ? ((await reader.shardProvenance(layer, shard, { tableOnly: true }))?.table ?? null) : null;
+        const blocks = reader.store
+          ? readRemoteRows(reader.store, shard, t, summary.dim, blockRows)
+          : shard.format === 'safetensors'
+            ? readRows(shard, t, summary.dim, blockRows)
+            : readWholeFileRows(shard, layer, summary.dim, blockRows);
+        for await (const b of blocks) {
+          const start = (b.rowOffset ?? 0) * PROVENANCE_WIDTH;
+          if (table && table.length >= start + b.nRows * PROVENANCE_WIDTH) b.provenance = table.subarray(start, start + b.nRows * PROVENANCE_WIDTH);
+          yield b;
+        }
       }
     };
   }
+
+  /** Whether any shard holds provenance for `layer`. */
+  hasProvenance(layer: string): boolean {
+    return this.shards.some((s) => Object.values(s.aux).some((a) => a.ref.layer === layer && a.ref.kind === 'provenance'));
+  }
+
+  /**
+   * The provenance of a layer, one entry per shard that holds the layer (in the order `rows`
+   * yields them): the row → (step, epoch, batch, row, position) table, and the captured inputs,
+   * targets and ids per sample. A shard without provenance (written before it existed, or by the
+   * original system) gives `table: null` and empty inputs: not an error.
+   */
+  async provenance(layer: string): Promise<ShardProvenance[]> {
+    this.layer(layer);
+    const out: ShardProvenance[] = [];
+    for (const shard of this.shards) {
+      const p = await this.shardProvenance(layer, shard);
+      if (p) out.push(p);
+    }
+    return out;
+  }
+
+  /**
+   * One shard's provenance of a layer (by file name or ShardInfo); null when the shard does not
+   * hold the layer. `tableOnly` skips the inputs, targets and ids.
+   */
+  async shardProvenance(layer: string, shard: string | ShardInfo, options: { tableOnly?: boolean } = {}): Promise<ShardProvenance | null> {
+    const info = typeof shard === 'string' ? this.shards.find((s) => s.file === shard) : shard;
+    const t = info?.tensors[layer];
+    if (!info || !t) return null;
+    const key = `${info.path}\u0000${layer}\u0000${options.tableOnly ? 1 : 0}`;
+    const cached = this.provenanceCache.get(key);
+    if (cached) return cached;
+    if (this.verify) await this.verifyShard(info);
+    const dim = t.shape.length <= 1 ? 1 : t.shape.at(-1)!;
+    const nRows = dim === 0 ? 0 : t.shape.reduce((a, d) => a * d, 1) / dim;
+    const samples = t.shape[0] ?? nRows;
+    const out: ShardProvenance = { shard: info.file, layer, nRows, rowsPerSample: samples === 0 ? 0 : nRows / samples, table: null, inputs: {}, targets: {}, ids: null };
+    for (const [name, a] of Object.entries(info.aux)) {
+      if (a.ref.layer !== layer || (options.tableOnly && a.ref.kind !== 'provenance')) continue;
+      const raw = await this.readAux(info, name, a);
+      if (a.ref.kind === 'provenance') {
+        const v = sampleTensor(raw).values;
+        if (raw.dtype === 'I32' && raw.shape.length === 2 && raw.shape[0] === nRows && raw.shape[1] === PROVENANCE_WIDTH) out.table = v as Int32Array;
+      } else if (raw.shape[0] === samples) {
+        if (a.ref.kind === 'ids') out.ids = sampleTensor(raw);
+        else out[a.ref.kind][a.ref.name ?? ''] = sampleTensor(raw);
+      }
+    }
+    // The last few lookups stay: top examples ask for rows of the same shards again and again.
+    if (this.provenanceCache.size >= 8) this.provenanceCache.delete(this.provenanceCache.keys().next().value!);
+    this.provenanceCache.set(key, out);
+    return out;
+  }
+
+  /**
+   * Where rows came from: for each `{shard, row}` (a RowBatch's `shard` and `rowOffset + i`),
+   * its provenance and its sample's captured inputs, targets and id (what is there).
+   */
+  async rowOrigins(layer: string, refs: readonly { shard: string; row: number }[]): Promise<RowOrigin[]> {
+    const out: RowOrigin[] = [];
+    for (const r of refs) {
+      const p = await this.shardProvenance(layer, r.shard);
+      out.push(p ? rowOrigin(p, r.row) : { shard: r.shard, shardRow: r.row, sample: r.row });
+    }
+    return out;
+  }
+
+  private provenanceCache = new Map<string, ShardProvenance>();
+
+  /** One aux tensor's bytes: by range for safetensors (local or remote), else from the parsed file. */
+  private async readAux(shard: ShardInfo, name: string, t: ShardTensorInfo): Promise<RawTensor> {
+    if (t.end <= t.start && shard.format === 'safetensors') return { dtype: t.dtype, shape: t.shape, data: new Uint8Array(0) };
+    if (this.store) {
+      const bytes = await this.store.getBytes(shard.file, { start: t.start, end: t.end });
+      return { dtype: t.dtype, shape: t.shape, data: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
+    }
+    if (shard.format === 'safetensors') {
+      const fh = await open(shard.path, 'r');
+      try {
+        const buf = Buffer.alloc(t.end - t.start);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, t.start);
+        if (bytesRead !== buf.length) throw new FormatError(`${shard.file}: ended early while reading \`${name}\``);
+        return { dtype: t.dtype, shape: t.shape, data: new Uint8Array(buf.buffer, buf.byteOffset, buf.length) };
+      } finally {
+        await fh.close();
+      }
+    }
+    const file = await openActivationFile(shard.path);
+    try {
+      // readRows counts rows of the last dimension.
+      const n = t.shape.reduce((a, d) => a * d, 1);
+      const last = t.shape.length <= 1 ? 1 : t.shape.at(-1)!;
+      const raw = await file.readRows(name, 0, last === 0 ? 0 : n / last);
+      return { ...raw, shape: t.shape };
+    } finally {
+      await file.close();
+    }
+  }
+}
+
+/** A stored per-sample tensor as typed values (int32 and float64 kept exact, others as float32). */
+function sampleTensor(raw: RawTensor): SampleTensor {
+  const copy = raw.data.slice();
+  const n = raw.shape.reduce((a, d) => a * d, 1);
+  if (raw.dtype === 'I32') return { dtype: 'I32', shape: raw.shape, values: new Int32Array(copy.buffer, 0, n) };
+  if (raw.dtype === 'F64') return { dtype: 'F64', shape: raw.shape, values: new Float64Array(copy.buffer, 0, n) };
+  return { dtype: 'F32', shape: raw.shape, values: Float32Array.from(toFloat32(raw)) };
 }
 
 async function* readRows(shard: ShardInfo, t: ShardTensorInfo, dim: number, blockRows: number): AsyncGenerator<RowBatch> {

@@ -22,6 +22,7 @@ import { removeStaleTempFiles, sha256File, syncDir, writeFileAtomic } from './at
 import { ManifestLog } from './manifest-log.js';
 import { emptyManifest, manifestFileName, ORIGINAL_MANIFEST_PATTERN, readManifest, readManifestFile, type Manifest, type ShardPatch, type ShardRecord } from './manifest.js';
 import { encodeUserMetadata, JSON_KEYS } from './metadata.js';
+import { AUX_METADATA_KEY, auxTensorName, encodeAuxMap, isAuxTensorName, type AuxRef } from './provenance.js';
 import { ShardUploader, type UploadQueueSettings, type UploadWaitResult } from './shard-uploader.js';
 import { toStorageError } from './storage-errors.js';
 import type { Store } from './store.js';
@@ -41,8 +42,16 @@ export interface LayerBlock {
   data: Float32Array;
 }
 
+/** A tensor stored beside the layers (provenance.ts): row provenance, captured inputs, targets, ids. */
+export interface AuxBlock {
+  ref: AuxRef;
+  tensor: RawTensor;
+}
+
 export interface ShardInput {
   layers: Record<string, LayerBlock>;
+  /** Provenance tensors of the layers' rows; absent or empty writes a shard as before. */
+  aux?: AuxBlock[];
   globalStep: number;
   epoch?: number | null;
   batchIdx?: number | null;
@@ -302,7 +311,7 @@ export class ShardWriter {
     let bytes: number;
     if (ext === 'safetensors') {
       const header = await readSafetensorsHeader(path);
-      for (const [name, e] of Object.entries(header.tensors)) shapes[name] = e.shape;
+      for (const [name, e] of Object.entries(header.tensors)) if (!isAuxTensorName(name)) shapes[name] = e.shape;
       meta = header.metadata;
       bytes = header.fileSize;
     } else {
@@ -310,7 +319,7 @@ export class ShardWriter {
       const { readActivationFile } = await import('../formats/read-any.js');
       const data = await readFile(path);
       const parsed = readActivationFile(data, path);
-      for (const [name, t] of Object.entries(parsed.tensors)) shapes[name] = t.shape;
+      for (const [name, t] of Object.entries(parsed.tensors)) if (!isAuxTensorName(name)) shapes[name] = t.shape;
       meta = parsed.metadata;
       bytes = data.byteLength;
     }
@@ -373,12 +382,14 @@ export class ShardWriter {
       created,
       shapes: JSON.stringify(shapes),
     };
+    const aux = input.aux ?? [];
+    if (aux.length > 0) own[AUX_METADATA_KEY] = encodeAuxMap(aux.map((a) => a.ref));
     // Refuses tensors and reserved keys before anything is written.
     const metadata = { ...own, ...encodeUserMetadata(input.metadata ?? {}, own) };
     this.nextId++;
     const file = shardFileName(shardId, input.globalStep, this.perRankShards ? this.rank : undefined).replace(/\.safetensors$/, `.${this.format}`);
     const path = join(this.dir, file);
-    const chunks = this.format === 'pt' ? torchShardChunks(shardId, input, tensors, shapes, own, metadata) : serializeSafetensors(tensors, metadata);
+    const chunks = this.format === 'pt' ? torchShardChunks(shardId, input, tensors, shapes, own, metadata) : serializeSafetensors(withAux(tensors, aux), metadata);
     let written: { bytes: number; sha256: string };
     try {
       // The directory is synced so the rename is durable before the journal line that lists it.
@@ -541,7 +552,23 @@ function torchShardChunks(shardId: number, input: ShardInput, tensors: Record<st
     created: own.created!,
   };
   for (const [layer, shape] of Object.entries(shapes)) metadata[`${layer}_shape`] = shape;
+  if (own[AUX_METADATA_KEY]) metadata[AUX_METADATA_KEY] = own[AUX_METADATA_KEY];
   for (const [k, v] of Object.entries(encoded)) if (!Object.hasOwn(own, k) && k !== JSON_KEYS) metadata[k] = v;
   if (encoded[JSON_KEYS]) metadata[JSON_KEYS] = JSON.parse(encoded[JSON_KEYS]) as string[];
-  return encodeTorchFile(torchShardValue({ global_step: input.globalStep, shard_id: shardId, activations: tensors, metadata }));
+  const value = torchShardValue({ global_step: input.globalStep, shard_id: shardId, activations: tensors, metadata }) as Record<string, TorchValue>;
+  // Aux tensors go in their own top-level dicts (`@provenance`: {layer: tensor}, `@inputs`:
+  // {"layer.input": tensor}, ...): `activations` keeps only layers for the original system's readers.
+  for (const a of input.aux ?? []) {
+    const group = (value[`@${a.ref.kind}`] ??= {}) as Record<string, TorchValue>;
+    group[a.ref.name === undefined ? a.ref.layer : `${a.ref.layer}.${a.ref.name}`] = a.tensor;
+  }
+  return encodeTorchFile(value);
+}
+
+/** The layer tensors followed by the aux tensors, by their reserved names. */
+function withAux(tensors: Record<string, RawTensor>, aux: AuxBlock[]): Record<string, RawTensor> {
+  if (aux.length === 0) return tensors;
+  const out = { ...tensors };
+  for (const a of aux) out[auxTensorName(a.ref)] = a.tensor;
+  return out;
 }
