@@ -23,6 +23,8 @@ export interface Field<T> {
   readonly defaultDoc?: string;
   /** Other accepted spellings besides camelCase and its snake_case. */
   readonly aliases?: readonly string[];
+  /** How the result is computed, not what it is (thread counts): left out of results keys. */
+  readonly sameResult?: boolean;
   /** Returns the value, or throws a message fragment (what was expected). */
   check(value: unknown): T;
 }
@@ -50,10 +52,11 @@ interface Common<T> {
   doc: string;
   defaultDoc?: string;
   aliases?: readonly string[];
+  sameResult?: boolean;
 }
 
 function field<T>(type: string, c: Common<T>, check: (v: unknown) => T): Field<T> {
-  return { type, doc: c.doc, default: c.default, ...(c.defaultDoc ? { defaultDoc: c.defaultDoc } : {}), ...(c.aliases ? { aliases: c.aliases } : {}), check };
+  return { type, doc: c.doc, default: c.default, ...(c.defaultDoc ? { defaultDoc: c.defaultDoc } : {}), ...(c.aliases ? { aliases: c.aliases } : {}), ...(c.sameResult ? { sameResult: true } : {}), check };
 }
 
 const range = (min?: number, max?: number, minExclusive = false) =>

@@ -191,3 +191,23 @@ test('two workers recover planted superposed features (MMCS ≥ 0.95)', async ()
     await rm(out, { recursive: true, force: true });
   }
 });
+
+test('the worker count is how an SAE is computed, not what it is: a result stored with 1 worker answers a request with 2', async () => {
+  const { executeAnalyses } = await import('../src/analysis/executor.js');
+  const { MemoryResultsStore } = await import('../src/analysis/results-store.js');
+  const { matrixSource } = await import('../src/analysis/sources.js');
+  const { MechIntConfig } = await import('../src/config.js');
+  const { seededMatrix, tempDir } = await import('./helpers.js');
+  const store = new MemoryResultsStore(await tempDir());
+  const source = matrixSource({ h: { rows: seededMatrix(256, 8, 3), dim: 8 } }, 'h');
+  const config = new MechIntConfig({ sampleLayers: ['h'], verbose: false });
+  const run = (workers: number, extra: Record<string, unknown> = {}) =>
+    executeAnalyses({ analyses: ['sae'], layers: ['h'], config, options: { sae: { epochs: 1, n_latents: 16, k: 2, workers, ...extra } } }, { source, store, persist: true, throwOnError: true });
+  const first = await run(1);
+  const second = await run(2);
+  assert.equal(first.results[0]!.origin, 'computed');
+  assert.equal(second.results[0]!.origin, 'stored');
+  assert.equal(second.results[0]!.key, first.results[0]!.key);
+  // Any option that changes the SAE still makes it another result.
+  assert.notEqual((await run(2, { seed: 1 })).results[0]!.key, first.results[0]!.key);
+});

@@ -17,6 +17,7 @@ import { ALL_EVAL_DATA_PARTS, evalDataFingerprint, modelFingerprint } from '../m
 import type { tf } from '../backend.js';
 import type { RowSource } from '../storage/rows.js';
 import { dependenciesOf, type AnalysisDefinition } from './definition.js';
+import type { FieldMap } from '../options.js';
 import type { RowOrigin, RowRef } from '../storage/provenance.js';
 import { finiteRows, type NonFiniteCount } from './finite-rows.js';
 import { requireAnalysis } from './registry.js';
@@ -164,7 +165,10 @@ class Execution {
     }
     const options = this.resolvedOptions(def, info?.dim);
     const shards = readsRows ? this.env.source.shardIds(layer) : [];
-    const parts: Record<string, unknown> = { analysis: name, layer, options, shards };
+    // Options that change only how a result is computed (SAE worker threads) do not make it another result.
+    const fields = def.options.fields as FieldMap;
+    const keyed = Object.fromEntries(Object.entries(options).filter(([k]) => !fields[k]?.sameResult));
+    const parts: Record<string, unknown> = { analysis: name, layer, options: keyed, shards };
     if (def.needs?.model) parts.model = this.modelKey();
     if (def.needs?.model || def.needs?.evalData) parts.evalData = this.evalDataKey(def);
     if (def.needs?.contextLayers) parts.contextLayers = this.contextLayers;

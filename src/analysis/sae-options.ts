@@ -33,7 +33,7 @@ export const saeOptions = defineOptions(
     shuffleBufferRows: int({ min: 1, max: 2 ** 26, default: (c) => Math.max(c.values.batchSize as number, Math.min(65536, Math.floor((64 * 2 ** 20) / (4 * dimOf(c))))), defaultDoc: 'min(65536, 64 MiB / (4·D)), at least batch_size', doc: 'Rows held for shuffling; memory is this × D × 4 bytes.' }),
     nTopLatents: int({ min: 0, default: (c) => Math.min(10, c.values.nLatents as number), defaultDoc: 'min(10, n_latents)', doc: 'How many of the most used latents get their top-activating rows.' }),
     topRowsPerLatent: int({ min: 1, max: 1000, default: 5, doc: 'Top-activating rows kept per latent.' }),
-    workers: int({ min: 1, max: 256, default: (c) => defaultWorkers(dimOf(c), c.values.nLatents as number), defaultDoc: 'os.availableParallelism() when D × n_latents ≥ 131072, else 1', doc: 'Worker threads that train and encode a TopK SAE, each on a slice of the latents; 1 runs in the calling thread. The same seed gives the same SAE for any count, up to float rounding (see docs/sae-performance.md). ReLU SAEs use one thread.' }),
+    workers: int({ min: 1, max: 256, sameResult: true, default: (c) => defaultWorkers(dimOf(c), c.values.nLatents as number), defaultDoc: 'os.availableParallelism() when D × n_latents ≥ 131072, else 1', doc: 'Worker threads that train and encode a TopK SAE, each on a slice of the latents; 1 runs in the calling thread. The same seed gives the same SAE for any count, up to float rounding (see docs/sae-performance.md). ReLU SAEs use one thread.' }),
     layer: str({ default: 'layer', doc: "Layer name used in result keys (`${layer}/loss`); the context's layer wins." }),
   },
   (o, ctx) => {

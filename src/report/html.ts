@@ -3,15 +3,13 @@
  * analysis and layer, the charts and the same sentences and tables as the Markdown report.
  */
 import type { EvalResults } from './results.js';
+import { esc } from './card-svg.js';
 import { chartsForLayer, chartsForAnalysis, type RenderedChart } from './chart-set.js';
 import type { CardsResult } from '../analysis/cards.js';
 import { cardAnchor, FEATURE_BROWSER_SCRIPT, FEATURE_BROWSER_STYLE } from './feature-browser.js';
 import { analysisTitle, fmt, pct, stepsLine } from './sections.js';
 import { layerContext, sectionLines, viewFor } from './views.js';
 
-function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
 
 function inline(s: string): string {
   // Links are in-page only (`[text](#anchor)`: the cards), so nothing on the page points off it.
